@@ -1,0 +1,303 @@
+"""Policies of S2VG: SB3's squashed-Gaussian SAC actor, twin Q critics, a state-value network V with its
+Polyak target, and the world model (dynamics, reward, optional termination)."""
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BaseModel, BasePolicy, ContinuousCritic
+from stable_baselines3.common.preprocessing import get_action_dim, is_image_space
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    create_mlp,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.sac.policies import Actor
+from torch import nn
+
+from sb3_s2vg.world_model import WorldModel
+
+#: Parts of the policy whose hidden layers ``net_arch`` can set, and their defaults (the paper's Table 2 general
+#: setting: (256, 256) everywhere).
+DEFAULT_NET_ARCH: dict[str, list[int]] = {
+    "pi": [256, 256],
+    "qf": [256, 256],
+    "vf": [256, 256],
+    "dynamics": [256, 256],
+    "reward": [256, 256],
+    "termination": [256, 256],
+}
+
+
+def check_observation_space(observation_space: spaces.Space) -> None:
+    """
+    S2VG's world model predicts the next observation as a real vector, so it needs a ``Box`` observation
+    space that is not an image, or a ``Dict`` of such boxes.
+
+    :param observation_space: The environment's observation space
+    :raises ValueError: naming the unsupported space
+    """
+    boxes = observation_space.spaces.values() if isinstance(observation_space, spaces.Dict) else [observation_space]
+    for space in boxes:
+        if not isinstance(space, spaces.Box) or is_image_space(space, check_channels=False, normalized_image=False):
+            raise ValueError(
+                f"S2VG's world model predicts observations as real vectors and supports Box observation spaces "
+                f"(not images) or Dict spaces of them; unsupported observation space: {observation_space}"
+            )
+
+
+def get_s2vg_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> dict[str, list[int]]:
+    """
+    Resolve ``net_arch`` into one list of hidden layer sizes per part.
+
+    :param net_arch: ``None`` for the defaults; a list of ints for the same layers in every part; or a dict with
+        any of the keys ``pi``, ``qf``, ``vf``, ``dynamics``, ``reward``, ``termination`` (missing keys keep
+        their defaults)
+    :return: A dict with every key of ``DEFAULT_NET_ARCH``
+    """
+    if net_arch is None:
+        return {key: list(value) for key, value in DEFAULT_NET_ARCH.items()}
+    if isinstance(net_arch, (list, tuple)):
+        return {key: list(net_arch) for key in DEFAULT_NET_ARCH}
+    unknown = set(net_arch) - set(DEFAULT_NET_ARCH)
+    if unknown:
+        raise ValueError(f"Unknown net_arch keys {sorted(unknown)}; expected some of {list(DEFAULT_NET_ARCH)}")
+    return {key: list(net_arch.get(key, default)) for key, default in DEFAULT_NET_ARCH.items()}
+
+
+class ValueNetwork(BaseModel):
+    """
+    State-value function V(s) of S2VG (eq. 8).
+
+    :param observation_space: Observation space
+    :param action_space: Action space (unused by the network, kept for SB3's ``BaseModel``)
+    :param net_arch: Hidden layer sizes
+    :param features_extractor: Network to extract features (a ``nn.Flatten()`` layer for vector observations)
+    :param features_dim: Number of features
+    :param activation_fn: Activation function
+    :param normalize_images: Whether to divide images by 255
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ):
+        super().__init__(observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images)
+        self.v_net = nn.Sequential(*create_mlp(features_dim, 1, net_arch, activation_fn))
+
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        :param obs: Observations, batch first
+        :return: State values of shape (batch, 1)
+        """
+        return self.v_net(self.extract_features(obs, self.features_extractor))
+
+
+class S2VGPolicy(BasePolicy):
+    """
+    Policy class of S2VG: the actor (SB3's SAC actor), twin Q critics (SB3's ``ContinuousCritic``), the value
+    network V and its Polyak target, and the world model.
+
+    :param observation_space: Observation space (a ``Box`` or a ``Dict`` of boxes)
+    :param action_space: Action space (a ``Box``)
+    :param lr_schedule: Learning rate schedule used to create every optimizer; the algorithm sets the learning rate
+        of each optimizer (policy, value, model) before each update
+    :param net_arch: Hidden layers: a list for every part, or a dict with keys ``pi``, ``qf``, ``vf``,
+        ``dynamics``, ``reward``, ``termination``
+    :param activation_fn: Activation function of every network
+    :param use_sde: Whether to use State Dependent Exploration in the actor
+    :param log_std_init: Initial value for the log standard deviation (gSDE)
+    :param use_expln: Use ``expln()`` instead of ``exp()`` for the gSDE standard deviation
+    :param clip_mean: Clip the mean output when using gSDE
+    :param features_extractor_class: Features extractor of the actor, critics and value networks
+    :param features_extractor_kwargs: Keyword arguments of the features extractor
+    :param normalize_images: Whether to divide images by 255
+    :param optimizer_class: The optimizer of every part, ``th.optim.Adam`` by default
+    :param optimizer_kwargs: Keyword arguments of the optimizers, excluding the learning rate
+    :param n_critics: Number of Q networks (2 in the paper)
+    :param predict_delta: The dynamics model predicts ``s' − s`` instead of ``s'``
+    :param normalize_model: Normalise the world model's observation input and regression targets with running
+        statistics (saved with the model)
+    :param learn_termination: Learn a termination classifier (for environments that end, e.g. Hopper)
+    """
+
+    actor: Actor
+    critic: ContinuousCritic
+    value_net: ValueNetwork
+    value_target: ValueNetwork
+    world_model: WorldModel
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        use_sde: bool = False,
+        log_std_init: float = -3,
+        use_expln: bool = False,
+        clip_mean: float = 2.0,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+        predict_delta: bool = True,
+        normalize_model: bool = True,
+        learn_termination: bool = False,
+    ):
+        check_observation_space(observation_space)
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            squash_output=True,
+            normalize_images=normalize_images,
+        )
+        self.net_arch = net_arch
+        self.resolved_net_arch = get_s2vg_net_arch(net_arch)
+        self.activation_fn = activation_fn
+        self.n_critics = n_critics
+        self.predict_delta = predict_delta
+        self.normalize_model = normalize_model
+        self.learn_termination = learn_termination
+        self.sde_kwargs = {"use_sde": use_sde, "log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
+        self.net_args = {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "activation_fn": self.activation_fn,
+            "normalize_images": normalize_images,
+        }
+        if isinstance(observation_space, spaces.Dict):
+            self.obs_shapes = {key: space.shape for key, space in observation_space.spaces.items()}
+        else:
+            self.obs_shapes = {None: observation_space.shape}
+        self.obs_dim = int(sum(np.prod(shape) for shape in self.obs_shapes.values()))
+        self._build(lr_schedule)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        arch = self.resolved_net_arch
+        self.actor = Actor(**self._update_features_extractor({**self.net_args, **self.sde_kwargs, "net_arch": arch["pi"]}))
+        self.critic = self._make_critic()
+        self.value_net = self._make_value_net()
+        self.value_target = self._make_value_net()
+        self.value_target.load_state_dict(self.value_net.state_dict())
+        self.value_target.set_training_mode(False)
+        self.world_model = WorldModel(
+            obs_dim=self.obs_dim,
+            action_dim=get_action_dim(self.action_space),
+            dynamics_arch=arch["dynamics"],
+            reward_arch=arch["reward"],
+            termination_arch=arch["termination"],
+            activation_fn=self.activation_fn,
+            predict_delta=self.predict_delta,
+            normalize=self.normalize_model,
+            learn_termination=self.learn_termination,
+        )
+        for module in (self.actor, self.critic, self.value_net, self.world_model):
+            module.optimizer = self.optimizer_class(  # type: ignore[assignment]
+                module.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs  # type: ignore[call-arg]
+            )
+
+    def _make_critic(self) -> ContinuousCritic:
+        kwargs = {**self.net_args, "net_arch": self.resolved_net_arch["qf"], "n_critics": self.n_critics}
+        return ContinuousCritic(**self._update_features_extractor({**kwargs, "share_features_extractor": False}))
+
+    def _make_value_net(self) -> ValueNetwork:
+        return ValueNetwork(**self._update_features_extractor({**self.net_args, "net_arch": self.resolved_net_arch["vf"]}))
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                activation_fn=self.activation_fn,
+                **self.sde_kwargs,
+                n_critics=self.n_critics,
+                predict_delta=self.predict_delta,
+                normalize_model=self.normalize_model,
+                learn_termination=self.learn_termination,
+                lr_schedule=self._dummy_schedule,
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
+            )
+        )
+        return data
+
+    def flatten_obs(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        :param obs: Observations as the replay buffer returns them (a tensor, or a dict of tensors)
+        :return: The world model's flat observation vectors, shape (batch, obs_dim)
+        """
+        if isinstance(obs, dict):
+            return th.cat([obs[key].reshape(obs[key].shape[0], -1).float() for key in self.obs_shapes], dim=1)
+        return obs.reshape(obs.shape[0], -1).float()
+
+    def unflatten_obs(self, flat_obs: th.Tensor) -> PyTorchObs:
+        """
+        :param flat_obs: Flat observation vectors, shape (batch, obs_dim)
+        :return: Observations in the form of the observation space (a tensor, or a dict of tensors)
+        """
+        batch_size = flat_obs.shape[0]
+        if None in self.obs_shapes:
+            return flat_obs.reshape(batch_size, *self.obs_shapes[None])
+        sizes = [int(np.prod(shape)) for shape in self.obs_shapes.values()]
+        parts = flat_obs.split(sizes, dim=1)
+        return {key: part.reshape(batch_size, *shape) for (key, shape), part in zip(self.obs_shapes.items(), parts)}
+
+    def reset_noise(self, batch_size: int = 1) -> None:
+        """Sample new weights for the exploration matrix, when using gSDE."""
+        self.actor.reset_noise(batch_size=batch_size)
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self.actor(observation, deterministic)
+
+    def set_training_mode(self, mode: bool) -> None:
+        """
+        Put the actor, critics, value network and world model in training or evaluation mode
+        (the value target stays in evaluation mode).
+
+        :param mode: if true, set to training mode, else set to evaluation mode
+        """
+        for module in (self.actor, self.critic, self.value_net, self.world_model):
+            module.train(mode)
+        self.training = mode
+
+
+MlpPolicy = S2VGPolicy
+
+
+class MultiInputPolicy(S2VGPolicy):
+    """
+    S2VG policy for ``Dict`` observation spaces of vector boxes; same parameters as ``S2VGPolicy`` with
+    ``CombinedExtractor`` as the default features extractor.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
+        **kwargs: Any,
+    ):
+        super().__init__(observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs)

@@ -1,0 +1,577 @@
+from collections import deque
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
+from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.sac.policies import Actor
+
+from sb3_s2vg.policies import MlpPolicy, MultiInputPolicy, S2VGPolicy, ValueNetwork, check_observation_space
+from sb3_s2vg.world_model import MODEL_LOSSES, TerminationFn, WorldModel
+
+SelfS2VG = TypeVar("SelfS2VG", bound="S2VG")
+
+#: Number of never-trained-on transitions whose one-step model error is averaged for ``train/model_holdout_*``.
+HOLDOUT_WINDOW = 1000
+
+
+class ActorCriticLosses(NamedTuple):
+    """Scalar losses of one actor-critic update (eq. 7, eq. 8, eq. 10-11) and of the entropy coefficient."""
+
+    critic: th.Tensor
+    value: th.Tensor
+    actor: th.Tensor
+    ent_coef: th.Tensor | None
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_learning_rate(name: str, value: Any) -> None:
+    if callable(value):
+        value = value(1.0)
+    if isinstance(value, bool) or not isinstance(value, (float, int, np.floating, np.integer)) or not value > 0:
+        raise ValueError(f"{name} must be a positive float or a schedule returning one, got {value!r}")
+
+
+class S2VG(OffPolicyAlgorithm):
+    """
+    Soft Stochastic Value Gradient (S2VG): maximum-entropy actor-critic whose policy gradient back-propagates
+    through a learned reward model, a learned dynamics model and the state-value function.
+
+    Each gradient step trains the world model on real transitions (eq. 6), then makes ``actor_critic_updates``
+    (the paper's m) updates of twin Q (eq. 7, value expansion over ``horizon`` steps), V (eq. 8) and the
+    policy (eq. 10-11), each followed by a Polyak update of the target V.
+
+    :param policy: The policy model to use (``MlpPolicy``, ``MultiInputPolicy``)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: Learning rate of the policy (and of the entropy coefficient when it is learned);
+        a float or a schedule of the progress remaining (from 1 to 0)
+    :param value_learning_rate: Learning rate of the Q and V networks (float or schedule)
+    :param model_learning_rate: Learning rate of the world model (float or schedule)
+    :param buffer_size: Size of the replay buffer
+    :param learning_starts: How many environment steps to collect before learning starts
+    :param batch_size: Minibatch size of each actor-critic update
+    :param model_batch_size: Minibatch size of each world-model update
+    :param tau: The soft update coefficient of the target V ("Polyak update", between 0 and 1)
+    :param gamma: The discount factor
+    :param train_freq: Update the model every ``train_freq`` steps, or a tuple like ``(5, "step")``
+    :param gradient_steps: How many gradient steps (each: world-model updates, then m actor-critic updates) to do
+        after each rollout; ``-1`` means as many as environment steps collected during the rollout
+    :param actor_critic_updates: m, the actor-critic updates per gradient step (the paper uses 1 to 5)
+    :param model_gradient_steps: World-model updates per gradient step
+    :param horizon: H of the value expansion (eq. 7); ``1`` trains Q on real transitions only, ``H > 1`` rolls
+        the world model H - 1 steps forward from the real next state
+    :param action_noise: The action noise type (None by default)
+    :param replay_buffer_class: Replay buffer class to use; if ``None``, it will be automatically selected
+    :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation
+    :param optimize_memory_usage: Enable a memory efficient variant of the replay buffer
+    :param ent_coef: The entropy coefficient α: a float (the paper uses 0.1 to 0.4), or ``"auto"`` to learn it
+        as in SAC (``"auto_0.1"`` starts it at 0.1)
+    :param target_update_interval: Update the target V every ``target_update_interval`` actor-critic updates
+    :param target_entropy: Target entropy when learning ``ent_coef`` (``"auto"``: minus the action dimension)
+    :param model_loss: ``"mse"``, the paper's eq. 6 on reparameterised samples, or ``"nll"``, the Gaussian
+        negative log-likelihood
+    :param predict_delta: The dynamics model predicts ``s' - s`` rather than ``s'``
+    :param normalize_model: Normalise the world model's observation inputs and its targets with running
+        statistics, saved with the model
+    :param learn_termination: Learn a termination classifier from the replay buffer, so that imagined transitions
+        into terminal states do not bootstrap V (for Hopper, Walker2d, ...)
+    :param termination_fn: Known termination function ``(obs, action, next_obs) -> done`` on flat observation
+        tensors; it takes precedence over the learned classifier (see ``sb3_s2vg.termination``). Without either,
+        imagined transitions never terminate, which is right for Pendulum and HalfCheetah.
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+    :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling during the warm up phase
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: The log location for tensorboard (if None, no logging)
+    :param policy_kwargs: Additional arguments to be passed to the policy on creation (``net_arch`` as a list, or
+        a dict with keys ``pi``, ``qf``, ``vf``, ``dynamics``, ``reward``, ``termination``)
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: S2VGPolicy
+    actor: Actor
+    critic: ContinuousCritic
+    value_net: ValueNetwork
+    value_target: ValueNetwork
+    world_model: WorldModel
+
+    def __init__(
+        self,
+        policy: str | type[S2VGPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        value_learning_rate: float | Schedule = 3e-4,
+        model_learning_rate: float | Schedule = 3e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        model_batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        actor_critic_updates: int = 5,
+        model_gradient_steps: int = 1,
+        horizon: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        ent_coef: str | float = 0.2,
+        target_update_interval: int = 1,
+        target_entropy: str | float = "auto",
+        model_loss: str = "mse",
+        predict_delta: bool = True,
+        normalize_model: bool = True,
+        learn_termination: bool = False,
+        termination_fn: TerminationFn | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        for name, value in [
+            ("horizon", horizon),
+            ("actor_critic_updates", actor_critic_updates),
+            ("model_gradient_steps", model_gradient_steps),
+            ("batch_size", batch_size),
+            ("model_batch_size", model_batch_size),
+            ("target_update_interval", target_update_interval),
+        ]:
+            _check_positive_int(name, value)
+        for name, value in [
+            ("learning_rate", learning_rate),
+            ("value_learning_rate", value_learning_rate),
+            ("model_learning_rate", model_learning_rate),
+        ]:
+            _check_learning_rate(name, value)
+        if not 0.0 < tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {tau!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+        if model_loss not in MODEL_LOSSES:
+            raise ValueError(f"model_loss must be one of {MODEL_LOSSES}, got {model_loss!r}")
+        if termination_fn is not None and not callable(termination_fn):
+            raise ValueError(f"termination_fn must be callable (obs, action, next_obs) -> done, got {termination_fn!r}")
+        if isinstance(ent_coef, str):
+            if not ent_coef.startswith("auto"):
+                raise ValueError(f"ent_coef must be a positive float, 'auto' or 'auto_<initial value>', got {ent_coef!r}")
+        elif not float(ent_coef) > 0:
+            raise ValueError(f"ent_coef must be a positive float, 'auto' or 'auto_<initial value>', got {ent_coef!r}")
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            use_sde_at_warmup=use_sde_at_warmup,
+            supported_action_spaces=(spaces.Box,),
+            support_multi_env=True,
+        )
+        check_observation_space(self.observation_space)
+
+        self.value_learning_rate = value_learning_rate
+        self.model_learning_rate = model_learning_rate
+        self.model_batch_size = model_batch_size
+        self.actor_critic_updates = actor_critic_updates
+        self.model_gradient_steps = model_gradient_steps
+        self.horizon = horizon
+        self.ent_coef = ent_coef
+        self.target_entropy = target_entropy
+        self.target_update_interval = target_update_interval
+        self.model_loss = model_loss
+        self.predict_delta = predict_delta
+        self.normalize_model = normalize_model
+        self.learn_termination = learn_termination
+        self.termination_fn = termination_fn
+        self.log_ent_coef: th.Tensor | None = None
+        self.ent_coef_optimizer: th.optim.Adam | None = None
+        # Replay-buffer position up to which the world model's held-out error has been measured
+        self._holdout_pos = 0
+        self._holdout_errors: deque[np.ndarray] = deque(maxlen=HOLDOUT_WINDOW)
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        self.policy_kwargs.update(
+            predict_delta=self.predict_delta,
+            normalize_model=self.normalize_model,
+            learn_termination=self.learn_termination,
+        )
+        super()._setup_model()
+        self._create_aliases()
+        self.world_model.termination_fn = self.termination_fn
+        self.value_lr_schedule = FloatSchedule(self.value_learning_rate)
+        self.model_lr_schedule = FloatSchedule(self.model_learning_rate)
+
+        if self.target_entropy == "auto":
+            self.target_entropy = float(-np.prod(self.action_space.shape).astype(np.float32))  # type: ignore[union-attr]
+        else:
+            self.target_entropy = float(self.target_entropy)
+
+        if isinstance(self.ent_coef, str) and self.ent_coef.startswith("auto"):
+            init_value = float(self.ent_coef.split("_")[1]) if "_" in self.ent_coef else 1.0
+            if not init_value > 0.0:
+                raise ValueError(f"The initial value of ent_coef must be positive, got {self.ent_coef!r}")
+            self.log_ent_coef = th.log(th.ones(1, device=self.device) * init_value).requires_grad_(True)
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+        else:
+            self.ent_coef_tensor = th.tensor(float(self.ent_coef), device=self.device)
+
+    def _create_aliases(self) -> None:
+        self.actor = self.policy.actor
+        self.critic = self.policy.critic
+        self.value_net = self.policy.value_net
+        self.value_target = self.policy.value_target
+        self.world_model = self.policy.world_model
+
+    def _update_learning_rates(self) -> None:
+        """Set the policy, value and model learning rates from their schedules and log them."""
+        policy_optimizers = [self.actor.optimizer]
+        if self.ent_coef_optimizer is not None:
+            policy_optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(policy_optimizers)
+        value_lr = self.value_lr_schedule(self._current_progress_remaining)
+        model_lr = self.model_lr_schedule(self._current_progress_remaining)
+        update_learning_rate(self.critic.optimizer, value_lr)
+        update_learning_rate(self.value_net.optimizer, value_lr)
+        update_learning_rate(self.world_model.optimizer, model_lr)
+        self.logger.record("train/value_learning_rate", value_lr)
+        self.logger.record("train/model_learning_rate", model_lr)
+
+    # ------------------------------------------------------------------ losses, one per equation of the paper
+
+    def _world_model_loss(self, data: ReplayBufferSamples) -> tuple[th.Tensor, ...]:
+        """
+        Eq. 6: J(ω) = ½ E[(f(s, a) − s')²] and J(φ) = ½ E[(r̂(s, a) − r)²] on real transitions (or their Gaussian
+        negative log-likelihood with ``model_loss="nll"``), plus the termination classifier's cross-entropy.
+        The running normalisers absorb the batch first.
+
+        :param data: Real transitions, observations of shape (batch, ...) and rewards of shape (batch, 1)
+        :return: Dynamics, reward and termination losses (scalars)
+        """
+        observations = self.policy.flatten_obs(data.observations)
+        next_observations = self.policy.flatten_obs(data.next_observations)
+        self.world_model.update_normalizers(observations, next_observations, data.rewards)
+        return self.world_model.loss(observations, data.actions, next_observations, data.rewards, data.dones, self.model_loss)
+
+    def _imagined_rollout(self, data: ReplayBufferSamples) -> tuple[list[PyTorchObs], list[th.Tensor], list[th.Tensor], list[th.Tensor], PyTorchObs]:
+        """
+        The rollout of eq. 7: the real tuple (ŝ₀, â₀, r̂₀, ŝ₁) from the replay buffer, then H − 1 imagined steps
+        with â_k ~ π(ŝ_k), r̂_k and ŝ_{k+1} sampled from the world model. No gradient flows.
+
+        :param data: Real transitions (batch,)
+        :return: Lists of length H of observations, actions (batch, action_dim), rewards (batch, 1) and dones
+            (batch, 1), and the final observation ŝ_H
+        """
+        observations, actions = [data.observations], [data.actions]
+        rewards, dones = [data.rewards], [data.dones]
+        next_obs = data.next_observations
+        with th.no_grad():
+            for _ in range(1, self.horizon):
+                obs = next_obs
+                action, _ = self.actor.action_log_prob(obs)
+                prediction = self.world_model(self.policy.flatten_obs(obs), action)
+                observations.append(obs)
+                actions.append(action)
+                rewards.append(prediction.rewards)
+                dones.append(prediction.dones)
+                next_obs = self.policy.unflatten_obs(prediction.next_observations)
+        return observations, actions, rewards, dones, next_obs
+
+    def _critic_loss(self, data: ReplayBufferSamples) -> th.Tensor:
+        """
+        Eq. 7 (value expansion): J(φ) = 1/H Σ_t (Q_φ(ŝ_t, â_t) − (Σ_{k=t}^{H−1} γ^{k−t} r̂_k + γ^{H−t} V_ψ̄(ŝ_H)))²
+        for each Q network, with the target V and termination masks; H = 1 is the TD target
+        r + γ(1 − d) V_ψ̄(s') on real transitions. Steps after a termination carry no weight.
+
+        :param data: Real transitions (batch,)
+        :return: Scalar loss, ½ Σ_i over the Q networks (as SB3's SAC)
+        """
+        observations, actions, rewards, dones, final_obs = self._imagined_rollout(data)
+        with th.no_grad():
+            targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self.value_target(final_obs), self.gamma)
+            weights = alive_weights(th.stack(dones))
+        if self.horizon == 1:
+            current_q_values = self.critic(data.observations, data.actions)
+        else:
+            current_q_values = self.critic(_cat_obs(observations), th.cat(actions))
+        targets, weights = targets.flatten(0, 1), weights.flatten(0, 1)
+        return 0.5 * sum(  # type: ignore[return-value]
+            (weights * (q_values - targets).square()).sum() / targets.shape[0] for q_values in current_q_values
+        )
+
+    def _value_loss(self, observations: PyTorchObs, actions_pi: th.Tensor, log_prob: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
+        """
+        Eq. 8: J(ψ) = E_{s~D}[½ (V_ψ(s) − (min_i Q_φi(s, a) − α log π(a|s)))²] with a ~ π(s), on real states.
+
+        :param observations: Real observations (batch, ...)
+        :param actions_pi: Actions sampled from the current policy, detached, shape (batch, action_dim)
+        :param log_prob: Their log-probabilities, detached, shape (batch, 1)
+        :param ent_coef: α, a scalar tensor
+        :return: Scalar loss
+        """
+        with th.no_grad():
+            q_values = th.cat(self.critic(observations, actions_pi), dim=1)
+            target = q_values.min(dim=1, keepdim=True).values - ent_coef * log_prob
+        return 0.5 * (self.value_net(observations) - target).square().mean()
+
+    def _actor_loss(self, observations: PyTorchObs, actions_pi: th.Tensor, log_prob: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
+        """
+        Eq. 10-11: maximise E_{s~D, η, ζ}[r̂(s, a) − α log π(a|s) + γ (1 − d̂) V(f(s, a, ζ))] with
+        a = π(s, η; θ), back-propagating through the reward model, the dynamics model and V. The caller
+        differentiates only with respect to the actor's parameters.
+
+        :param observations: Real observations (batch, ...)
+        :param actions_pi: Reparameterised actions of the current policy, shape (batch, action_dim)
+        :param log_prob: Their log-probabilities, shape (batch, 1)
+        :param ent_coef: α, a scalar tensor
+        :return: Scalar loss (the negated objective)
+        """
+        prediction = self.world_model(self.policy.flatten_obs(observations), actions_pi)
+        next_values = self.value_net(self.policy.unflatten_obs(prediction.next_observations))
+        soft_value = prediction.rewards - ent_coef * log_prob + self.gamma * (1.0 - prediction.dones) * next_values
+        return -soft_value.mean()
+
+    def _ent_coef_loss(self, log_prob: th.Tensor) -> th.Tensor:
+        """
+        SAC's temperature loss −log α (log π(a|s) + target entropy), used when ``ent_coef="auto"``.
+
+        :param log_prob: Detached log-probabilities of policy actions, shape (batch, 1)
+        :return: Scalar loss
+        """
+        assert self.log_ent_coef is not None and isinstance(self.target_entropy, float)
+        return -(self.log_ent_coef * (log_prob + self.target_entropy)).mean()
+
+    # ------------------------------------------------------------------ updates
+
+    def _train_world_model(self) -> th.Tensor:
+        """One world-model step on a fresh real batch. :return: the three losses stacked, shape (3,)"""
+        data = self.replay_buffer.sample(self.model_batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+        losses = self._world_model_loss(data)
+        self.world_model.optimizer.zero_grad()
+        sum(losses).backward()  # type: ignore[union-attr]
+        self.world_model.optimizer.step()
+        return th.stack([loss.detach() for loss in losses])
+
+    def _actor_critic_update(self, data: ReplayBufferSamples) -> ActorCriticLosses:
+        """
+        One actor-critic update of Algorithm 1 (step 3): the gradients of eq. 7, eq. 8 and eq. 11 are all taken
+        at the current parameters, then Q, V and π are updated, then the target V by Polyak averaging.
+
+        :param data: Real transitions (batch,)
+        :return: The losses of this update
+        """
+        if self.use_sde:
+            self.actor.reset_noise()
+        actions_pi, log_prob = self.actor.action_log_prob(data.observations)
+        log_prob = log_prob.reshape(-1, 1)
+
+        ent_coef_loss = None
+        if self.ent_coef_optimizer is not None:
+            ent_coef_loss = self._ent_coef_loss(log_prob.detach())
+            ent_coef = th.exp(self.log_ent_coef.detach())  # type: ignore[union-attr]
+        else:
+            ent_coef = self.ent_coef_tensor
+
+        critic_loss = self._critic_loss(data)
+        value_loss = self._value_loss(data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
+        actor_loss = self._actor_loss(data.observations, actions_pi, log_prob, ent_coef)
+
+        for optimizer in (self.critic.optimizer, self.value_net.optimizer, self.actor.optimizer):
+            optimizer.zero_grad()
+        critic_loss.backward()
+        value_loss.backward()
+        # Gradients of eq. 11 for θ only: the reward model, dynamics model and V are differentiated through,
+        # their parameters get no gradient
+        actor_loss.backward(inputs=list(self.actor.parameters()))
+        self.critic.optimizer.step()
+        self.value_net.optimizer.step()
+        self.actor.optimizer.step()
+        if ent_coef_loss is not None:
+            assert self.ent_coef_optimizer is not None
+            self.ent_coef_optimizer.zero_grad()
+            ent_coef_loss.backward()
+            self.ent_coef_optimizer.step()
+        return ActorCriticLosses(critic_loss.detach(), value_loss.detach(), actor_loss.detach(), ent_coef_loss)
+
+    def _holdout_errors_of_new_transitions(self) -> th.Tensor | None:
+        """
+        One-step errors of the world model on the transitions added to the replay buffer since the last call,
+        which it has never been trained on.
+
+        :return: Errors of shape (n_new, 3) (next-observation MSE, normalised MSE, reward MSE), or None
+        """
+        buffer = self.replay_buffer
+        assert buffer is not None
+        n_new = (buffer.pos - self._holdout_pos) % buffer.buffer_size
+        self._holdout_pos = buffer.pos
+        if n_new == 0:
+            return None
+        n_new = min(n_new, HOLDOUT_WINDOW, buffer.size())
+        indices = (np.arange(buffer.pos - n_new, buffer.pos)) % buffer.buffer_size
+        data = buffer._get_samples(indices, env=self._vec_normalize_env)
+        errors = self.world_model.prediction_errors(
+            self.policy.flatten_obs(data.observations),
+            data.actions,
+            self.policy.flatten_obs(data.next_observations),
+            data.rewards,
+        )
+        return th.stack(errors, dim=1)
+
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rates()
+        holdout_errors = self._holdout_errors_of_new_transitions()
+
+        model_losses, ac_losses, ent_coef_losses = [], [], []
+        n_actor_critic_updates = 0
+        for _ in range(gradient_steps):
+            for _ in range(self.model_gradient_steps):
+                model_losses.append(self._train_world_model())
+            for _ in range(self.actor_critic_updates):
+                data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+                losses = self._actor_critic_update(data)
+                ac_losses.append(th.stack([losses.critic, losses.value, losses.actor]))
+                if losses.ent_coef is not None:
+                    ent_coef_losses.append(losses.ent_coef.detach())
+                n_actor_critic_updates += 1
+                if (self._n_updates + n_actor_critic_updates) % self.target_update_interval == 0:
+                    polyak_update(self.value_net.parameters(), self.value_target.parameters(), self.tau)
+        self._n_updates += n_actor_critic_updates
+
+        # One host-device synchronisation per call: everything logged is gathered first
+        ent_coef = th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor
+        to_log = [th.stack(model_losses).mean(0), th.stack(ac_losses).mean(0), ent_coef.reshape(1)]
+        if ent_coef_losses:
+            to_log.append(th.stack(ent_coef_losses).mean().reshape(1))
+        values = th.cat(to_log).cpu().numpy()
+        names = ["dynamics_loss", "reward_loss", "termination_loss", "critic_loss", "value_loss", "actor_loss", "ent_coef"]
+        names += ["ent_coef_loss"] if ent_coef_losses else []
+        if not np.all(np.isfinite(values)):
+            bad = [name for name, value in zip(names, values) if not np.isfinite(value)]
+            raise RuntimeError(
+                f"S2VG training diverged: non-finite {bad} after {self._n_updates} updates. Check the observations "
+                "and rewards for NaN/inf, and consider lower learning rates or normalize_model=True."
+            )
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for name, value in zip(names, values):
+            if name == "termination_loss" and not self.learn_termination:
+                continue
+            self.logger.record(f"train/{name}", float(value))
+        if holdout_errors is not None:
+            self._holdout_errors.extend(holdout_errors.cpu().numpy())
+        if self._holdout_errors:
+            mean_errors = np.mean(self._holdout_errors, axis=0)
+            self.logger.record("train/model_holdout_obs_mse", float(mean_errors[0]))
+            self.logger.record("train/model_holdout_obs_nmse", float(mean_errors[1]))
+            self.logger.record("train/model_holdout_reward_mse", float(mean_errors[2]))
+
+    def learn(
+        self: SelfS2VG,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "S2VG",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfS2VG:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "actor", "critic", "value_net", "value_target", "world_model"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "actor.optimizer", "critic.optimizer", "value_net.optimizer", "world_model.optimizer"]
+        if self.ent_coef_optimizer is not None:
+            saved_pytorch_variables = ["log_ent_coef"]
+            state_dicts.append("ent_coef_optimizer")
+        else:
+            saved_pytorch_variables = ["ent_coef_tensor"]
+        return state_dicts, saved_pytorch_variables
+
+
+def value_expansion_targets(rewards: th.Tensor, dones: th.Tensor, bootstrap_values: th.Tensor, gamma: float) -> th.Tensor:
+    """
+    Targets of eq. 7 for every step of a rollout: G_t = r_t + γ (1 − d_t) G_{t+1} with G_H = V(ŝ_H), that is
+    Σ_{k=t}^{H−1} γ^{k−t} r_k + γ^{H−t} V(ŝ_H) when nothing terminates.
+
+    :param rewards: Shape (H, batch, 1)
+    :param dones: Termination indicators or probabilities, shape (H, batch, 1)
+    :param bootstrap_values: V(ŝ_H), shape (batch, 1)
+    :param gamma: Discount factor
+    :return: Targets of shape (H, batch, 1)
+    """
+    targets = []
+    target = bootstrap_values
+    for t in reversed(range(rewards.shape[0])):
+        target = rewards[t] + gamma * (1.0 - dones[t]) * target
+        targets.append(target)
+    return th.stack(targets[::-1])
+
+
+def alive_weights(dones: th.Tensor) -> th.Tensor:
+    """
+    Weight of each rollout step in eq. 7: the probability that no earlier step terminated, Π_{k<t} (1 − d_k).
+
+    :param dones: Shape (H, batch, 1)
+    :return: Shape (H, batch, 1), ones at t = 0
+    """
+    alive = th.cumprod(1.0 - dones, dim=0)
+    return th.cat([th.ones_like(alive[:1]), alive[:-1]], dim=0)
+
+
+def _cat_obs(observations: list[PyTorchObs]) -> PyTorchObs:
+    """Concatenate a list of observation batches (tensors or dicts of tensors) along the batch dimension."""
+    if isinstance(observations[0], dict):
+        return {key: th.cat([obs[key] for obs in observations]) for key in observations[0]}  # type: ignore[index]
+    return th.cat(observations)  # type: ignore[arg-type]

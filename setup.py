@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as file:
+    long_description = file.read()
+
+setup(
+    name="sb3_s2vg",
+    version="0.1.0",
+    description="S2VG (Soft Stochastic Value Gradient) as a Stable-Baselines3 algorithm",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["sb3_s2vg", "sb3_s2vg.*"]),
+    package_data={"sb3_s2vg": ["hyperparams/*.yml", "py.typed"]},
+    python_requires=">=3.10",
+    install_requires=[
+        # Any torch >= 2.3 works; the CPU build 2.13.0 is what CI installs first (see .ci/run)
+        "torch>=2.3",
+        "stable-baselines3>=2.7,<3",
+        "gymnasium[mujoco]>=1.1",
+        "numpy",
+        "tqdm",
+        "rich",
+    ],
+    extras_require={
+        "tests": ["pytest", "tensorboard"],
+        "zoo": ["rl_zoo3>=2.7", "sb3-contrib>=2.7", "optuna"],
+        "plots": ["matplotlib", "pandas"],
+    },
+    entry_points={"console_scripts": ["s2vg-zoo=sb3_s2vg.zoo:main"]},
+)

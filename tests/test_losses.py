@@ -1,0 +1,163 @@
+"""The losses of S2VG against the paper's equations, on small hand-checkable cases."""
+
+import numpy as np
+import pytest
+import torch as th
+
+from sb3_s2vg import S2VG
+from sb3_s2vg.s2vg import alive_weights, value_expansion_targets
+
+
+def make_model(horizon: int = 1, **kwargs) -> S2VG:
+    kwargs.setdefault("policy_kwargs", dict(net_arch=[32, 32]))
+    model = S2VG("MlpPolicy", "Pendulum-v1", horizon=horizon, learning_starts=0, seed=0, **kwargs)
+    model.learn(64)  # fills the buffer with 64 transitions and makes a few updates
+    return model
+
+
+def test_value_expansion_targets_by_hand():
+    rewards = th.tensor([1.0, 2.0, 3.0]).reshape(3, 1, 1)
+    dones = th.zeros(3, 1, 1)
+    targets = value_expansion_targets(rewards, dones, th.tensor([[8.0]]), gamma=0.5)
+    # G_2 = 3 + .5*8 = 7; G_1 = 2 + .5*7 = 5.5; G_0 = 1 + .5*5.5 = 3.75
+    np.testing.assert_allclose(targets.flatten().numpy(), [3.75, 5.5, 7.0])
+
+
+def test_value_expansion_stops_at_termination():
+    rewards = th.tensor([1.0, 2.0, 3.0]).reshape(3, 1, 1)
+    dones = th.tensor([0.0, 1.0, 0.0]).reshape(3, 1, 1)
+    targets = value_expansion_targets(rewards, dones, th.tensor([[8.0]]), gamma=0.5)
+    # G_1 = 2 (terminal), G_0 = 1 + .5*2 = 2
+    np.testing.assert_allclose(targets.flatten().numpy(), [2.0, 2.0, 7.0])
+    np.testing.assert_allclose(alive_weights(dones).flatten().numpy(), [1.0, 1.0, 0.0])
+
+
+def _make_world_model_constant(model: S2VG, reward: float, value: float) -> None:
+    """Dynamics s' = s (zero delta), reward = ``reward``, V_target = ``value``, all (almost) without noise."""
+    world_model = model.world_model
+    with th.no_grad():
+        for head, mean in [(world_model.dynamics, 0.0), (world_model.reward, reward)]:
+            last = head.net[-1]
+            last.weight.zero_()
+            out = head.output_dim
+            last.bias[:out] = mean
+            last.bias[out:] = -30.0  # log std at its lower bound: noise ~ 5e-5
+        for normalizer in (world_model.obs_normalizer, world_model.dynamics_target_normalizer, world_model.reward_normalizer):
+            normalizer.mean.zero_()
+            normalizer.var.fill_(1.0 - normalizer.epsilon)
+        model.value_target.v_net[-1].weight.zero_()
+        model.value_target.v_net[-1].bias.fill_(value)
+
+
+def test_h3_critic_target_equals_hand_computed_expansion():
+    model = make_model(horizon=3, gamma=0.9)
+    _make_world_model_constant(model, reward=-2.0, value=10.0)
+    data = model.replay_buffer.sample(16)
+    th.manual_seed(7)
+    observations, actions, rewards, dones, final_obs = model._imagined_rollout(data)
+    assert len(observations) == 3
+    # Imagined states stay at the real next state (s' = s)
+    th.testing.assert_close(observations[2], data.next_observations, atol=1e-3, rtol=0)
+    th.testing.assert_close(final_obs, data.next_observations, atol=1e-3, rtol=0)
+    targets = value_expansion_targets(th.stack(rewards), th.stack(dones), model.value_target(final_obs), model.gamma)
+    r0 = data.rewards
+    expected_g0 = r0 + 0.9 * (-2.0) + 0.81 * (-2.0) + 0.729 * 10.0
+    expected_g1 = -2.0 + 0.9 * (-2.0) + 0.81 * 10.0
+    expected_g2 = -2.0 + 0.9 * 10.0
+    th.testing.assert_close(targets[0], expected_g0, atol=1e-3, rtol=0)
+    th.testing.assert_close(targets[1], th.full_like(r0, expected_g1), atol=1e-3, rtol=0)
+    th.testing.assert_close(targets[2], th.full_like(r0, expected_g2), atol=1e-3, rtol=0)
+    # The critic loss is the mean over t and the batch of the squared errors against these targets
+    q_values = model.critic(th.cat(observations), th.cat(actions))
+    expected_loss = 0.5 * sum(((q - targets.flatten(0, 1)) ** 2).mean() for q in q_values)
+    th.manual_seed(7)  # the same imagined actions
+    th.testing.assert_close(model._critic_loss(data), expected_loss, atol=1e-3, rtol=1e-4)
+
+
+def test_h1_critic_loss_is_the_td_error_on_real_data():
+    model = make_model(horizon=1)
+    data = model.replay_buffer.sample(32)
+    with th.no_grad():
+        target = data.rewards + model.gamma * (1 - data.dones) * model.value_target(data.next_observations)
+        expected = 0.5 * sum(((q - target) ** 2).mean() for q in model.critic(data.observations, data.actions))
+    th.testing.assert_close(model._critic_loss(data).detach(), expected)
+
+
+def _actor_gradient(model: S2VG, obs: th.Tensor) -> list[th.Tensor]:
+    th.manual_seed(123)
+    actions_pi, log_prob = model.actor.action_log_prob(obs)
+    loss = model._actor_loss(obs, actions_pi, log_prob.reshape(-1, 1), model.ent_coef_tensor)
+    return th.autograd.grad(loss, list(model.actor.parameters()))
+
+
+@pytest.mark.parametrize("part", ["reward", "dynamics", "value"])
+def test_actor_gradient_flows_through_model_and_value(part):
+    model = make_model()
+    obs = model.replay_buffer.sample(64).observations
+    before = _actor_gradient(model, obs)
+    module = {"reward": model.world_model.reward, "dynamics": model.world_model.dynamics, "value": model.value_net}[part]
+    with th.no_grad():
+        for param in module.parameters():
+            param.add_(0.1 * th.randn_like(param))
+    after = _actor_gradient(model, obs)
+    # Same noise, same actor: the policy gradient changes only because it passes through the perturbed part
+    assert any(not th.allclose(b, a) for b, a in zip(before, after))
+
+
+def test_actor_critic_update_leaves_world_model_unchanged_and_actor_step_touches_only_the_actor():
+    model = make_model()
+    snapshot = {name: p.detach().clone() for name, p in model.policy.named_parameters()}
+    data = model.replay_buffer.sample(64)
+    # The policy gradient of eq. 11 reaches no parameter but the actor's
+    for module in (model.world_model, model.value_net, model.critic, model.actor):
+        module.zero_grad(set_to_none=True)
+    actions_pi, log_prob = model.actor.action_log_prob(data.observations)
+    actor_loss = model._actor_loss(data.observations, actions_pi, log_prob.reshape(-1, 1), model.ent_coef_tensor)
+    actor_loss.backward(inputs=list(model.actor.parameters()))
+    assert all(p.grad is None for m in (model.world_model, model.value_net, model.critic) for p in m.parameters())
+    assert all(p.grad is not None for p in model.actor.parameters())
+    # A whole actor-critic update changes actor, Q and V, never the world model or the target V beyond Polyak
+    model._actor_critic_update(data)
+    changed = {name for name, p in model.policy.named_parameters() if not th.equal(p, snapshot[name])}
+    assert not any(name.startswith("world_model.") for name in changed)
+    assert any(name.startswith("actor.") for name in changed)
+    assert any(name.startswith("critic.") for name in changed)
+    assert any(name.startswith("value_net.") for name in changed)
+    assert not any(name.startswith("value_target.") for name in changed)
+
+
+def test_value_loss_targets_min_q_minus_entropy():
+    model = make_model()
+    obs = model.replay_buffer.sample(32).observations
+    actions, log_prob = model.actor.action_log_prob(obs)
+    actions, log_prob = actions.detach(), log_prob.detach().reshape(-1, 1)
+    alpha = th.tensor(0.3)
+    with th.no_grad():
+        q1, q2 = model.critic(obs, actions)
+        expected = 0.5 * ((model.value_net(obs) - (th.min(q1, q2) - alpha * log_prob)) ** 2).mean()
+    th.testing.assert_close(model._value_loss(obs, actions, log_prob, alpha).detach(), expected)
+
+
+def test_actor_loss_is_the_negated_soft_bellman_value():
+    model = make_model()
+    obs = model.replay_buffer.sample(32).observations
+    actions, log_prob = model.actor.action_log_prob(obs)
+    log_prob = log_prob.reshape(-1, 1)
+    alpha = th.tensor(0.2)
+    th.manual_seed(5)
+    loss = model._actor_loss(obs, actions, log_prob, alpha)
+    th.manual_seed(5)
+    prediction = model.world_model(obs, actions)
+    expected = -(prediction.rewards - alpha * log_prob + model.gamma * model.value_net(prediction.next_observations)).mean()
+    th.testing.assert_close(loss, expected)
+
+
+def test_world_model_training_reduces_holdout_error():
+    model = S2VG("MlpPolicy", "Pendulum-v1", learning_starts=200, actor_critic_updates=1, seed=0)
+    model.learn(200)
+    untrained = model._holdout_errors_of_new_transitions()
+    model._holdout_pos = 0
+    for _ in range(300):
+        model._train_world_model()
+    trained = model._holdout_errors_of_new_transitions()
+    assert trained[:, 1].mean() < 0.2 * untrained[:, 1].mean()
