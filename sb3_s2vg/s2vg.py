@@ -209,8 +209,6 @@ class S2VG(OffPolicyAlgorithm):
             supported_action_spaces=(spaces.Box,),
             support_multi_env=True,
         )
-        check_observation_space(self.observation_space)
-
         self.value_learning_rate = value_learning_rate
         self.model_learning_rate = model_learning_rate
         self.model_batch_size = model_batch_size
@@ -235,6 +233,7 @@ class S2VG(OffPolicyAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
+        check_observation_space(self.observation_space)
         self.policy_kwargs.update(
             predict_delta=self.predict_delta,
             normalize_model=self.normalize_model,
@@ -280,6 +279,25 @@ class S2VG(OffPolicyAlgorithm):
         update_learning_rate(self.world_model.optimizer, model_lr)
         self.logger.record("train/value_learning_rate", value_lr)
         self.logger.record("train/model_learning_rate", model_lr)
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """Store the transition, refusing non-finite rewards or observations before they reach any network."""
+        observations = new_obs.values() if isinstance(new_obs, dict) else [new_obs]
+        if not (np.all(np.isfinite(reward)) and all(np.all(np.isfinite(obs)) for obs in observations)):
+            raise ValueError(
+                f"The environment returned a non-finite reward or observation at step {self.num_timesteps} "
+                f"(reward={reward}); S2VG's world model cannot learn from NaN/inf. Wrap the env in VecCheckNan to "
+                "find where it comes from."
+            )
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     # ------------------------------------------------------------------ losses, one per equation of the paper
 
@@ -468,18 +486,27 @@ class S2VG(OffPolicyAlgorithm):
 
         model_losses, ac_losses, ent_coef_losses = [], [], []
         n_actor_critic_updates = 0
-        for _ in range(gradient_steps):
-            for _ in range(self.model_gradient_steps):
-                model_losses.append(self._train_world_model())
-            for _ in range(self.actor_critic_updates):
-                data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-                losses = self._actor_critic_update(data)
-                ac_losses.append(th.stack([losses.critic, losses.value, losses.actor]))
-                if losses.ent_coef is not None:
-                    ent_coef_losses.append(losses.ent_coef.detach())
-                n_actor_critic_updates += 1
-                if (self._n_updates + n_actor_critic_updates) % self.target_update_interval == 0:
-                    polyak_update(self.value_net.parameters(), self.value_target.parameters(), self.tau)
+        try:
+            for _ in range(gradient_steps):
+                for _ in range(self.model_gradient_steps):
+                    model_losses.append(self._train_world_model())
+                for _ in range(self.actor_critic_updates):
+                    data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+                    losses = self._actor_critic_update(data)
+                    ac_losses.append(th.stack([losses.critic, losses.value, losses.actor]))
+                    if losses.ent_coef is not None:
+                        ent_coef_losses.append(losses.ent_coef.detach())
+                    n_actor_critic_updates += 1
+                    if (self._n_updates + n_actor_critic_updates) % self.target_update_interval == 0:
+                        polyak_update(self.value_net.parameters(), self.value_target.parameters(), self.tau)
+        except ValueError as error:
+            # torch.distributions refuses a NaN policy mean: the parameters diverged earlier in this call
+            if "invalid values" not in str(error):
+                raise
+            raise RuntimeError(
+                f"S2VG training diverged: the policy produced non-finite actions after {self._n_updates} updates; "
+                "consider lower learning rates or normalize_model=True"
+            ) from error
         self._n_updates += n_actor_critic_updates
 
         # One host-device synchronisation per call: everything logged is gathered first
