@@ -20,6 +20,7 @@ setup(
         "numpy",
         "tqdm",
         "rich",
+        "pyyaml",
     ],
     extras_require={
         "tests": ["pytest", "tensorboard"],

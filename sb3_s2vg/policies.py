@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import BaseModel, BasePolicy, ContinuousCritic
+from stable_baselines3.common.policies import BaseModel, BasePolicy
 from stable_baselines3.common.preprocessing import get_action_dim, is_image_space
 from stable_baselines3.common.torch_layers import (
     BaseFeaturesExtractor,
@@ -68,6 +68,90 @@ def get_s2vg_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> dict
     return {key: list(net_arch.get(key, default)) for key, default in DEFAULT_NET_ARCH.items()}
 
 
+class BatchedMLP(nn.Module):
+    """
+    ``n_members`` independent MLPs of the same shape evaluated together: each layer is one batched matrix product
+    (``baddbmm``) over stacked weights instead of one product per member. Mathematically the same as ``n_members``
+    ``nn.Sequential(*create_mlp(...))`` networks, and initialised like them (``nn.Linear``'s default).
+
+    :param n_members: Number of independent networks
+    :param input_dim: Input dimension
+    :param output_dim: Output dimension of each member
+    :param net_arch: Hidden layer sizes
+    :param activation_fn: Activation function between layers
+    """
+
+    def __init__(self, n_members: int, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module]):
+        super().__init__()
+        self.n_members = n_members
+        sizes = [input_dim, *net_arch, output_dim]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            layers = [nn.Linear(fan_in, fan_out) for _ in range(n_members)]
+            self.weights.append(nn.Parameter(th.stack([layer.weight.detach().T for layer in layers])))
+            self.biases.append(nn.Parameter(th.stack([layer.bias.detach().unsqueeze(0) for layer in layers])))
+        self.activation = activation_fn()
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        """
+        :param x: Input shared by all members, shape (batch, input_dim), or one per member, (n_members, batch, input_dim)
+        :return: Shape (n_members, batch, output_dim)
+        """
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n_members, *x.shape)
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = th.baddbmm(bias, x, weight)
+            if index < last:
+                x = self.activation(x)
+        return x
+
+
+class BatchedContinuousCritic(BaseModel):
+    """
+    Twin (or ``n_critics``) Q networks Q(s, a) as one batched module: the same networks as SB3's
+    ``ContinuousCritic``, evaluated with one batched product per layer.
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param net_arch: Hidden layer sizes of each Q network
+    :param features_extractor: Network to extract features (a ``nn.Flatten()`` layer for vector observations)
+    :param features_dim: Number of features
+    :param activation_fn: Activation function
+    :param normalize_images: Whether to divide images by 255
+    :param n_critics: Number of Q networks
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+        n_critics: int = 2,
+    ):
+        super().__init__(observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images)
+        self.n_critics = n_critics
+        self.q_networks = BatchedMLP(n_critics, features_dim + get_action_dim(action_space), 1, net_arch, activation_fn)
+
+    def stacked(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
+        """
+        :param obs: Observations (batch, ...)
+        :param actions: Actions (batch, action_dim)
+        :return: Q values of every network, shape (n_critics, batch, 1)
+        """
+        features = self.extract_features(obs, self.features_extractor)
+        return self.q_networks(th.cat([features, actions], dim=1))
+
+    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        """As SB3's ``ContinuousCritic``: a tuple of ``n_critics`` tensors of shape (batch, 1)."""
+        return tuple(self.stacked(obs, actions).unbind(0))
+
+
 class ValueNetwork(BaseModel):
     """
     State-value function V(s) of S2VG (eq. 8).
@@ -104,7 +188,8 @@ class ValueNetwork(BaseModel):
 
 class S2VGPolicy(BasePolicy):
     """
-    Policy class of S2VG: the actor (SB3's SAC actor), twin Q critics (SB3's ``ContinuousCritic``), the value
+    Policy class of S2VG: the actor (SB3's SAC actor), twin Q critics (``BatchedContinuousCritic``, SB3's
+    ``ContinuousCritic`` evaluated as one batched module), the value
     network V and its Polyak target, and the world model.
 
     :param observation_space: Observation space (a ``Box`` or a ``Dict`` of boxes)
@@ -131,7 +216,7 @@ class S2VGPolicy(BasePolicy):
     """
 
     actor: Actor
-    critic: ContinuousCritic
+    critic: BatchedContinuousCritic
     value_net: ValueNetwork
     value_target: ValueNetwork
     world_model: WorldModel
@@ -208,14 +293,18 @@ class S2VGPolicy(BasePolicy):
             normalize=self.normalize_model,
             learn_termination=self.learn_termination,
         )
+        optimizer_kwargs = dict(self.optimizer_kwargs)
+        if self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(optimizer_kwargs):
+            # One fused kernel per step instead of a loop of elementwise passes over every tensor
+            optimizer_kwargs["fused"] = True
         for module in (self.actor, self.critic, self.value_net, self.world_model):
             module.optimizer = self.optimizer_class(  # type: ignore[assignment]
-                module.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs  # type: ignore[call-arg]
+                module.parameters(), lr=lr_schedule(1), **optimizer_kwargs  # type: ignore[call-arg]
             )
 
-    def _make_critic(self) -> ContinuousCritic:
+    def _make_critic(self) -> BatchedContinuousCritic:
         kwargs = {**self.net_args, "net_arch": self.resolved_net_arch["qf"], "n_critics": self.n_critics}
-        return ContinuousCritic(**self._update_features_extractor({**kwargs, "share_features_extractor": False}))
+        return BatchedContinuousCritic(**self._update_features_extractor(kwargs))
 
     def _make_value_net(self) -> ValueNetwork:
         return ValueNetwork(**self._update_features_extractor({**self.net_args, "net_arch": self.resolved_net_arch["vf"]}))

@@ -1,4 +1,7 @@
+import math
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -7,15 +10,17 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
-from sb3_s2vg.policies import MlpPolicy, MultiInputPolicy, S2VGPolicy, ValueNetwork, check_observation_space
+from sb3_s2vg.policies import BatchedContinuousCritic, MlpPolicy, MultiInputPolicy, S2VGPolicy, ValueNetwork, check_observation_space
 from sb3_s2vg.world_model import MODEL_LOSSES, TerminationFn, WorldModel
 
 SelfS2VG = TypeVar("SelfS2VG", bound="S2VG")
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 #: Number of never-trained-on transitions whose one-step model error is averaged for ``train/model_holdout_*``.
 HOLDOUT_WINDOW = 1000
@@ -107,7 +112,7 @@ class S2VG(OffPolicyAlgorithm):
     }
     policy: S2VGPolicy
     actor: Actor
-    critic: ContinuousCritic
+    critic: BatchedContinuousCritic
     value_net: ValueNetwork
     value_target: ValueNetwork
     world_model: WorldModel
@@ -330,7 +335,7 @@ class S2VG(OffPolicyAlgorithm):
         with th.no_grad():
             for _ in range(1, self.horizon):
                 obs = next_obs
-                action, _ = self.actor.action_log_prob(obs)
+                action, _ = self._sample_actions(obs)
                 prediction = self.world_model(self.policy.flatten_obs(obs), action)
                 observations.append(obs)
                 actions.append(action)
@@ -351,15 +356,13 @@ class S2VG(OffPolicyAlgorithm):
         observations, actions, rewards, dones, final_obs = self._imagined_rollout(data)
         with th.no_grad():
             targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self.value_target(final_obs), self.gamma)
-            weights = alive_weights(th.stack(dones))
+            weights = alive_weights(th.stack(dones)).flatten(0, 1)
         if self.horizon == 1:
-            current_q_values = self.critic(data.observations, data.actions)
+            q_values = self.critic.stacked(data.observations, data.actions)
         else:
-            current_q_values = self.critic(_cat_obs(observations), th.cat(actions))
-        targets, weights = targets.flatten(0, 1), weights.flatten(0, 1)
-        return 0.5 * sum(  # type: ignore[return-value]
-            (weights * (q_values - targets).square()).sum() / targets.shape[0] for q_values in current_q_values
-        )
+            q_values = self.critic.stacked(_cat_obs(observations), th.cat(actions))
+        # q_values: (n_critics, H * batch, 1); the sum over critics and steps, over H * batch, is ½ Σ_i (1/H) Σ_t mean
+        return 0.5 * (weights * (q_values - targets.flatten(0, 1)).square()).sum() / weights.shape[0]
 
     def _value_loss(self, observations: PyTorchObs, actions_pi: th.Tensor, log_prob: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
         """
@@ -372,8 +375,7 @@ class S2VG(OffPolicyAlgorithm):
         :return: Scalar loss
         """
         with th.no_grad():
-            q_values = th.cat(self.critic(observations, actions_pi), dim=1)
-            target = q_values.min(dim=1, keepdim=True).values - ent_coef * log_prob
+            target = self.critic.stacked(observations, actions_pi).min(dim=0).values - ent_coef * log_prob
         return 0.5 * (self.value_net(observations) - target).square().mean()
 
     def _actor_loss(self, observations: PyTorchObs, actions_pi: th.Tensor, log_prob: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
@@ -392,6 +394,25 @@ class S2VG(OffPolicyAlgorithm):
         next_values = self.value_net(self.policy.unflatten_obs(prediction.next_observations))
         soft_value = prediction.rewards - ent_coef * log_prob + self.gamma * (1.0 - prediction.dones) * next_values
         return -soft_value.mean()
+
+    def _sample_actions(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """
+        Reparameterised actions a = tanh(μ + σ η) of the SB3 actor and their log-probabilities, the same numbers
+        (and random stream) as ``Actor.action_log_prob`` without building ``torch.distributions`` objects.
+
+        :param observations: Observations (batch, ...)
+        :return: Actions of shape (batch, action_dim) in [-1, 1] and log-probabilities of shape (batch, 1)
+        """
+        if self.use_sde:
+            actions, log_prob = self.actor.action_log_prob(observations)
+            return actions, log_prob.reshape(-1, 1)
+        mean_actions, log_std, _ = self.actor.get_action_dist_params(observations)
+        noise = th.empty_like(mean_actions).normal_()
+        actions = th.tanh(mean_actions + log_std.exp() * noise)
+        # Gaussian log-density of the pre-squash sample, then SAC's tanh correction (epsilon 1e-6 as in SB3)
+        log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(dim=1, keepdim=True)
+        log_prob = log_prob - th.log(1.0 - actions.square() + 1e-6).sum(dim=1, keepdim=True)
+        return actions, log_prob
 
     def _ent_coef_loss(self, log_prob: th.Tensor) -> th.Tensor:
         """
@@ -414,18 +435,18 @@ class S2VG(OffPolicyAlgorithm):
         self.world_model.optimizer.step()
         return th.stack([loss.detach() for loss in losses])
 
-    def _actor_critic_update(self, data: ReplayBufferSamples) -> ActorCriticLosses:
+    def _actor_critic_gradients(self, data: ReplayBufferSamples) -> ActorCriticLosses:
         """
-        One actor-critic update of Algorithm 1 (step 3): the gradients of eq. 7, eq. 8 and eq. 11 are all taken
-        at the current parameters, then Q, V and π are updated, then the target V by Polyak averaging.
+        Gradients of one actor-critic update of Algorithm 1 (step 3), all taken at the current parameters:
+        eq. 7 into the Q networks, eq. 8 into V and eq. 11 into the policy, left in each parameter's ``.grad``
+        (and the temperature loss, not yet differentiated, when α is learned).
 
         :param data: Real transitions (batch,)
-        :return: The losses of this update
+        :return: The losses (the temperature loss still attached to its graph)
         """
         if self.use_sde:
             self.actor.reset_noise()
-        actions_pi, log_prob = self.actor.action_log_prob(data.observations)
-        log_prob = log_prob.reshape(-1, 1)
+        actions_pi, log_prob = self._sample_actions(data.observations)
 
         ent_coef_loss = None
         if self.ent_coef_optimizer is not None:
@@ -436,24 +457,39 @@ class S2VG(OffPolicyAlgorithm):
 
         critic_loss = self._critic_loss(data)
         value_loss = self._value_loss(data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
-        actor_loss = self._actor_loss(data.observations, actions_pi, log_prob, ent_coef)
+        # The policy gradient of eq. 11 passes through the world model and V but must not reach their parameters:
+        # with them frozen, autograd computes no weight gradient there, and one backward serves all three losses
+        with frozen_parameters(self.world_model, self.value_net):
+            actor_loss = self._actor_loss(data.observations, actions_pi, log_prob, ent_coef)
 
         for optimizer in (self.critic.optimizer, self.value_net.optimizer, self.actor.optimizer):
             optimizer.zero_grad()
-        critic_loss.backward()
-        value_loss.backward()
-        # Gradients of eq. 11 for θ only: the reward model, dynamics model and V are differentiated through,
-        # their parameters get no gradient
-        actor_loss.backward(inputs=list(self.actor.parameters()))
-        self.critic.optimizer.step()
-        self.value_net.optimizer.step()
-        self.actor.optimizer.step()
-        if ent_coef_loss is not None:
+        (critic_loss + value_loss + actor_loss).backward()
+        return ActorCriticLosses(critic_loss.detach(), value_loss.detach(), actor_loss.detach(), ent_coef_loss)
+
+    def _actor_critic_update(self, data: ReplayBufferSamples) -> ActorCriticLosses:
+        """
+        One actor-critic update of Algorithm 1 (step 3): the gradients of eq. 7, eq. 8 and eq. 11, then one
+        step of the Q, V and policy optimizers (and of α when it is learned).
+
+        :param data: Real transitions (batch,)
+        :return: The losses of this update
+        """
+        losses = self._actor_critic_gradients(data)
+        for optimizer in (self.critic.optimizer, self.value_net.optimizer, self.actor.optimizer):
+            optimizer.step()
+        if losses.ent_coef is not None:
             assert self.ent_coef_optimizer is not None
             self.ent_coef_optimizer.zero_grad()
-            ent_coef_loss.backward()
+            losses.ent_coef.backward()
             self.ent_coef_optimizer.step()
-        return ActorCriticLosses(critic_loss.detach(), value_loss.detach(), actor_loss.detach(), ent_coef_loss)
+            losses = losses._replace(ent_coef=losses.ent_coef.detach())
+        return losses
+
+    def _update_value_target(self) -> None:
+        """Polyak averaging ψ̄ ← (1 − τ) ψ̄ + τ ψ, one fused ``_foreach_lerp_`` over all tensors."""
+        with th.no_grad():
+            th._foreach_lerp_(list(self.value_target.parameters()), list(self.value_net.parameters()), self.tau)
 
     def _holdout_errors_of_new_transitions(self) -> th.Tensor | None:
         """
@@ -486,27 +522,18 @@ class S2VG(OffPolicyAlgorithm):
 
         model_losses, ac_losses, ent_coef_losses = [], [], []
         n_actor_critic_updates = 0
-        try:
-            for _ in range(gradient_steps):
-                for _ in range(self.model_gradient_steps):
-                    model_losses.append(self._train_world_model())
-                for _ in range(self.actor_critic_updates):
-                    data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-                    losses = self._actor_critic_update(data)
-                    ac_losses.append(th.stack([losses.critic, losses.value, losses.actor]))
-                    if losses.ent_coef is not None:
-                        ent_coef_losses.append(losses.ent_coef.detach())
-                    n_actor_critic_updates += 1
-                    if (self._n_updates + n_actor_critic_updates) % self.target_update_interval == 0:
-                        polyak_update(self.value_net.parameters(), self.value_target.parameters(), self.tau)
-        except ValueError as error:
-            # torch.distributions refuses a NaN policy mean: the parameters diverged earlier in this call
-            if "invalid values" not in str(error):
-                raise
-            raise RuntimeError(
-                f"S2VG training diverged: the policy produced non-finite actions after {self._n_updates} updates; "
-                "consider lower learning rates or normalize_model=True"
-            ) from error
+        for _ in range(gradient_steps):
+            for _ in range(self.model_gradient_steps):
+                model_losses.append(self._train_world_model())
+            for _ in range(self.actor_critic_updates):
+                data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+                losses = self._actor_critic_update(data)
+                ac_losses.append(th.stack([losses.critic, losses.value, losses.actor]))
+                if losses.ent_coef is not None:
+                    ent_coef_losses.append(losses.ent_coef)
+                n_actor_critic_updates += 1
+                if (self._n_updates + n_actor_critic_updates) % self.target_update_interval == 0:
+                    self._update_value_target()
         self._n_updates += n_actor_critic_updates
 
         # One host-device synchronisation per call: everything logged is gathered first
@@ -565,6 +592,19 @@ class S2VG(OffPolicyAlgorithm):
         else:
             saved_pytorch_variables = ["ent_coef_tensor"]
         return state_dicts, saved_pytorch_variables
+
+
+@contextmanager
+def frozen_parameters(*modules: th.nn.Module) -> Iterator[None]:
+    """Within the context, the parameters of ``modules`` do not require gradients (inputs still get theirs)."""
+    parameters = [param for module in modules for param in module.parameters() if param.requires_grad]
+    for param in parameters:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in parameters:
+            param.requires_grad_(True)
 
 
 def value_expansion_targets(rewards: th.Tensor, dones: th.Tensor, bootstrap_values: th.Tensor, gamma: float) -> th.Tensor:

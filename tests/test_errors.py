@@ -77,13 +77,10 @@ def test_nan_rewards_stop_training_with_a_clear_error():
         model.learn(20)
 
 
-@pytest.mark.parametrize("actor_critic_updates, message", [(1, "non-finite .*critic_loss"), (5, "the policy produced non-finite actions")])
-def test_diverging_losses_stop_training_with_a_clear_error(actor_critic_updates, message):
-    model = S2VG(
-        "MlpPolicy", "Pendulum-v1", learning_starts=10, actor_critic_updates=actor_critic_updates, policy_kwargs=dict(net_arch=[8])
-    )
+def test_diverging_losses_stop_training_with_a_clear_error():
+    model = S2VG("MlpPolicy", "Pendulum-v1", learning_starts=10, policy_kwargs=dict(net_arch=[8]))
     model.learn(20)
     with th.no_grad():
-        model.critic.qf0[0].weight.fill_(float("inf"))
-    with pytest.raises(RuntimeError, match=f"diverged: {message}"):
+        model.critic.q_networks.weights[0].fill_(float("inf"))
+    with pytest.raises(RuntimeError, match="diverged: non-finite .*critic_loss"):
         model.train(gradient_steps=1, batch_size=8)

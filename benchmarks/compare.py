@@ -1,0 +1,226 @@
+"""
+Side-by-side learning benchmark: S2VG against SB3's SAC (defaults, and with gradient_steps = m, the same number
+of gradient updates per env step as S2VG's actor-critic updates), optionally sb3-contrib's TQC and CrossQ, on the
+same environment, seeds and budget, in one invocation.
+
+Every ``--eval-every`` env steps the deterministic policy is evaluated on a separate environment. Each run writes
+``<out>/<env>/<algo>_seed<k>.csv`` (step, train_seconds, mean return, std return); the summary step aggregates
+all runs found under ``<out>/<env>`` into ``summary.md``, ``summary.json``, ``curves_steps.png`` and
+``curves_seconds.png``.
+
+    python benchmarks/compare.py --env Pendulum-v1 --hyperparams defaults --algos s2vg sac sac_m --seeds 0 1 2 \
+        --steps 5000 --eval-every 250 --threshold -200 --report-steps 1000 2000 3000 5000
+
+Training seconds exclude evaluation. One torch thread per run; ``--workers`` runs that many runs in parallel
+(timings of parallel runs share the machine: compare algorithms only within one invocation).
+"""
+
+import argparse
+import csv
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ALGOS = ("s2vg", "sac", "sac_m", "tqc", "crossq")
+LABELS = {
+    "s2vg": "S2VG",
+    "sac": "SAC (defaults)",
+    "sac_m": "SAC (gradient_steps = m)",
+    "tqc": "TQC",
+    "crossq": "CrossQ",
+}
+
+
+def paper_s2vg_kwargs(env_id: str) -> dict[str, Any]:
+    """S2VG's hyperparameters for ``env_id`` from the package's rl-zoo file, or the constructor defaults."""
+    from sb3_s2vg.zoo import load_hyperparams
+
+    hyperparams = load_hyperparams(env_id)
+    hyperparams.pop("n_timesteps", None)
+    hyperparams.pop("policy", None)
+    return hyperparams
+
+
+def make_model(algo: str, env_id: str, seed: int, s2vg_kwargs: dict[str, Any]):
+    """Build the agent of one run."""
+    if algo == "s2vg":
+        from sb3_s2vg import S2VG
+
+        return S2VG("MlpPolicy", env_id, seed=seed, **s2vg_kwargs)
+    if algo in ("sac", "sac_m"):
+        from stable_baselines3 import SAC
+
+        gradient_steps = s2vg_kwargs.get("actor_critic_updates", 5) if algo == "sac_m" else 1
+        return SAC("MlpPolicy", env_id, seed=seed, gradient_steps=gradient_steps)
+    if algo == "tqc":
+        from sb3_contrib import TQC
+
+        return TQC("MlpPolicy", env_id, seed=seed)
+    if algo == "crossq":
+        from sb3_contrib import CrossQ
+
+        return CrossQ("MlpPolicy", env_id, seed=seed)
+    raise ValueError(f"Unknown algo {algo!r}, expected one of {ALGOS}")
+
+
+def run_one(algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_episodes: int, out_dir: str, s2vg_kwargs: dict) -> str:
+    """Train one agent, evaluating every ``eval_every`` steps; returns the CSV path."""
+    import gymnasium as gym
+    import torch as th
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+
+    th.set_num_threads(1)
+    path = Path(out_dir) / f"{algo}_seed{seed}.csv"
+    eval_env = Monitor(gym.make(env_id))
+    eval_env.reset(seed=10_000 + seed)
+    rows: list[tuple[int, float, float, float]] = []
+
+    class EvalCallback(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.train_seconds = 0.0
+            self.last = time.perf_counter()
+
+        def _evaluate(self) -> None:
+            self.train_seconds += time.perf_counter() - self.last
+            mean, std = evaluate_policy(self.model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
+            rows.append((self.num_timesteps, self.train_seconds, float(mean), float(std)))
+            with open(path, "w", newline="") as file:
+                writer = csv.writer(file)
+                writer.writerow(["step", "train_seconds", "return_mean", "return_std"])
+                writer.writerows(rows)
+            print(f"{env_id} {algo} seed {seed}: step {self.num_timesteps} return {mean:.1f} ({self.train_seconds:.0f} s)", flush=True)
+            self.last = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_every == 0:
+                self._evaluate()
+            return True
+
+    model = make_model(algo, env_id, seed, s2vg_kwargs)
+    model.learn(steps, callback=EvalCallback())
+    return str(path)
+
+
+def load_runs(env_dir: Path) -> dict[str, list[np.ndarray]]:
+    runs: dict[str, list[np.ndarray]] = {}
+    for algo in ALGOS:
+        for path in sorted(env_dir.glob(f"{algo}_seed*.csv")):
+            data = np.genfromtxt(path, delimiter=",", names=True)
+            runs.setdefault(algo, []).append(np.atleast_1d(data))
+    return runs
+
+
+def first_crossing(data: np.ndarray, threshold: float, column: str) -> float:
+    above = np.nonzero(data["return_mean"] >= threshold)[0]
+    return float(data[column][above[0]]) if len(above) else float("nan")
+
+
+def summarize(env_id: str, env_dir: Path, threshold: float | None, report_steps: list[int]) -> str:
+    """Aggregate the runs under ``env_dir`` into a markdown table, a JSON file and two PNG plots."""
+    runs = load_runs(env_dir)
+    summary: dict[str, Any] = {"env": env_id, "threshold": threshold, "algos": {}}
+    header = ["algo", "seeds"] + [f"return @{s}" for s in report_steps]
+    if threshold is not None:
+        header += [f"steps to {threshold:g}", f"seconds to {threshold:g}"]
+    header += ["env steps/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for algo, seed_runs in runs.items():
+        entry: dict[str, Any] = {"seeds": len(seed_runs)}
+        cells = [LABELS[algo], str(len(seed_runs))]
+        for step in report_steps:
+            values = [run["return_mean"][run["step"] == step][0] for run in seed_runs if np.any(run["step"] == step)]
+            entry[f"return@{step}"] = values
+            cells.append(f"{np.mean(values):.0f} ± {np.std(values):.0f}" if len(values) == len(seed_runs) else "–")
+        if threshold is not None:
+            steps_to = [first_crossing(run, threshold, "step") for run in seed_runs]
+            seconds_to = [first_crossing(run, threshold, "train_seconds") for run in seed_runs]
+            entry["steps_to_threshold"], entry["seconds_to_threshold"] = steps_to, seconds_to
+            for values in (steps_to, seconds_to):
+                reached = [v for v in values if np.isfinite(v)]
+                text = f"{np.mean(reached):.0f} ± {np.std(reached):.0f}" if reached else "not reached"
+                cells.append(text + (f" ({len(reached)}/{len(values)} seeds)" if 0 < len(reached) < len(values) else ""))
+        speed = [run["step"][-1] / run["train_seconds"][-1] for run in seed_runs]
+        entry["env_steps_per_second"] = speed
+        cells.append(f"{np.mean(speed):.1f}")
+        summary["algos"][algo] = entry
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    (env_dir / "summary.md").write_text(f"## {env_id}\n\n{table}\n")
+    (env_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_curves(env_id, runs, env_dir, threshold)
+    return table
+
+
+def plot_curves(env_id: str, runs: dict[str, list[np.ndarray]], env_dir: Path, threshold: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for column, xlabel, name in [("step", "environment steps", "curves_steps.png"), ("train_seconds", "training seconds (wall clock)", "curves_seconds.png")]:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for algo, seed_runs in runs.items():
+            length = min(len(run) for run in seed_runs)
+            x = np.mean([run[column][:length] for run in seed_runs], axis=0)
+            returns = np.array([run["return_mean"][:length] for run in seed_runs])
+            ax.plot(x, returns.mean(0), label=f"{LABELS[algo]} ({len(seed_runs)} seeds)")
+            ax.fill_between(x, returns.mean(0) - returns.std(0), returns.mean(0) + returns.std(0), alpha=0.2)
+        if threshold is not None:
+            ax.axhline(threshold, color="gray", linestyle="--", linewidth=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("deterministic evaluation return")
+        ax.set_title(env_id)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(env_dir / name, dpi=100)
+        plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--algos", nargs="+", default=["s2vg", "sac", "sac_m"], choices=ALGOS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--report-steps", nargs="*", type=int, default=[])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--hyperparams", choices=["zoo", "defaults"], default="zoo",
+        help="S2VG's settings: the package's rl-zoo file (Table 2 per environment) or the constructor defaults",
+    )
+    parser.add_argument("--s2vg-kwargs", default="{}", help="Python dict literal that overrides the zoo hyperparameters")
+    parser.add_argument("--summary-only", action="store_true", help="Only aggregate the CSV files already written")
+    args = parser.parse_args()
+
+    env_dir = Path(args.out) / args.env
+    env_dir.mkdir(parents=True, exist_ok=True)
+    if not args.summary_only:
+        base = paper_s2vg_kwargs(args.env) if args.hyperparams == "zoo" else {}
+        s2vg_kwargs = {**base, **eval(args.s2vg_kwargs)}  # noqa: S307 - trusted command line
+        print(f"S2VG hyperparameters: {s2vg_kwargs}")
+        jobs = [(algo, seed) for seed in args.seeds for algo in args.algos]
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futures = [
+                pool.submit(run_one, algo, args.env, seed, args.steps, args.eval_every, args.eval_episodes, str(env_dir), s2vg_kwargs)
+                for algo, seed in jobs
+            ]
+            for future in futures:
+                future.result()
+    print(summarize(args.env, env_dir, args.threshold, args.report_steps))
+
+
+if __name__ == "__main__":
+    main()
