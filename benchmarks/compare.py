@@ -68,7 +68,9 @@ def make_model(algo: str, env_id: str, seed: int, s2vg_kwargs: dict[str, Any]):
     raise ValueError(f"Unknown algo {algo!r}, expected one of {ALGOS}")
 
 
-def run_one(algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_episodes: int, out_dir: str, s2vg_kwargs: dict) -> str:
+def run_one(
+    algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_episodes: int, out_dir: str, s2vg_kwargs: dict
+) -> str:
     """Train one agent, evaluating every ``eval_every`` steps; returns the CSV path."""
     import gymnasium as gym
     import torch as th
@@ -96,7 +98,10 @@ def run_one(algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval
                 writer = csv.writer(file)
                 writer.writerow(["step", "train_seconds", "return_mean", "return_std"])
                 writer.writerows(rows)
-            print(f"{env_id} {algo} seed {seed}: step {self.num_timesteps} return {mean:.1f} ({self.train_seconds:.0f} s)", flush=True)
+            print(
+                f"{env_id} {algo} seed {seed}: step {self.num_timesteps} return {mean:.1f} ({self.train_seconds:.0f} s)",
+                flush=True,
+            )
             self.last = time.perf_counter()
 
         def _on_step(self) -> bool:
@@ -165,7 +170,10 @@ def plot_curves(env_id: str, runs: dict[str, list[np.ndarray]], env_dir: Path, t
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for column, xlabel, name in [("step", "environment steps", "curves_steps.png"), ("train_seconds", "training seconds (wall clock)", "curves_seconds.png")]:
+    for column, xlabel, name in [
+        ("step", "environment steps", "curves_steps.png"),
+        ("train_seconds", "training seconds (wall clock)", "curves_seconds.png"),
+    ]:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for algo, seed_runs in runs.items():
             length = min(len(run) for run in seed_runs)
@@ -197,7 +205,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument(
-        "--hyperparams", choices=["zoo", "defaults"], default="zoo",
+        "--hyperparams",
+        choices=["zoo", "defaults"],
+        default="zoo",
         help="S2VG's settings: the package's rl-zoo file (Table 2 per environment) or the constructor defaults",
     )
     parser.add_argument("--s2vg-kwargs", default="{}", help="Python dict literal that overrides the zoo hyperparameters")
@@ -208,13 +218,15 @@ def main() -> None:
     env_dir.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         base = paper_s2vg_kwargs(args.env) if args.hyperparams == "zoo" else {}
-        s2vg_kwargs = {**base, **eval(args.s2vg_kwargs)}  # noqa: S307 - trusted command line
+        s2vg_kwargs = {**base, **eval(args.s2vg_kwargs)}
         print(f"S2VG hyperparameters: {s2vg_kwargs}")
         jobs = [(algo, seed) for seed in args.seeds for algo in args.algos]
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [
-                pool.submit(run_one, algo, args.env, seed, args.steps, args.eval_every, args.eval_episodes, str(env_dir), s2vg_kwargs)
+                pool.submit(
+                    run_one, algo, args.env, seed, args.steps, args.eval_every, args.eval_episodes, str(env_dir), s2vg_kwargs
+                )
                 for algo, seed in jobs
             ]
             for future in futures:

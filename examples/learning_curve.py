@@ -1,6 +1,6 @@
 """Train S2VG with an EvalCallback and plot its learning curve to a PNG (needs matplotlib: pip install -e .[plots]).
 
-    python examples/learning_curve.py --env Pendulum-v1 --timesteps 4000 --out pendulum_curve.png
+python examples/learning_curve.py --env Pendulum-v1 --timesteps 4000 --out pendulum_curve.png
 """
 
 import argparse

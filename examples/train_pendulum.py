@@ -31,7 +31,9 @@ def main() -> None:
     eval_env = Monitor(gym.make(args.env))
     eval_env.reset(seed=args.seed + 1000)
     mean_return, std_return = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
-    print(f"{args.env}: S2VG after {args.timesteps} steps, evaluation return {mean_return:.1f} +/- {std_return:.1f} (10 episodes)")
+    print(
+        f"{args.env}: S2VG after {args.timesteps} steps, evaluation return {mean_return:.1f} +/- {std_return:.1f} (10 episodes)"
+    )
     print(f"saved to {args.save_path}.zip")
 
 

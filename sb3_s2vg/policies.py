@@ -12,12 +12,12 @@ from stable_baselines3.common.torch_layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
     FlattenExtractor,
-    create_mlp,
 )
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import Actor
 from torch import nn
 
+from sb3_s2vg.layers import BatchedMLP, make_mlp
 from sb3_s2vg.world_model import WorldModel
 
 #: Parts of the policy whose hidden layers ``net_arch`` can set, and their defaults (the paper's Table 2 general
@@ -68,46 +68,6 @@ def get_s2vg_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> dict
     return {key: list(net_arch.get(key, default)) for key, default in DEFAULT_NET_ARCH.items()}
 
 
-class BatchedMLP(nn.Module):
-    """
-    ``n_members`` independent MLPs of the same shape evaluated together: each layer is one batched matrix product
-    (``baddbmm``) over stacked weights instead of one product per member. Mathematically the same as ``n_members``
-    ``nn.Sequential(*create_mlp(...))`` networks, and initialised like them (``nn.Linear``'s default).
-
-    :param n_members: Number of independent networks
-    :param input_dim: Input dimension
-    :param output_dim: Output dimension of each member
-    :param net_arch: Hidden layer sizes
-    :param activation_fn: Activation function between layers
-    """
-
-    def __init__(self, n_members: int, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module]):
-        super().__init__()
-        self.n_members = n_members
-        sizes = [input_dim, *net_arch, output_dim]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            layers = [nn.Linear(fan_in, fan_out) for _ in range(n_members)]
-            self.weights.append(nn.Parameter(th.stack([layer.weight.detach().T for layer in layers])))
-            self.biases.append(nn.Parameter(th.stack([layer.bias.detach().unsqueeze(0) for layer in layers])))
-        self.activation = activation_fn()
-
-    def forward(self, x: th.Tensor) -> th.Tensor:
-        """
-        :param x: Input shared by all members, shape (batch, input_dim), or one per member, (n_members, batch, input_dim)
-        :return: Shape (n_members, batch, output_dim)
-        """
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.n_members, *x.shape)
-        last = len(self.weights) - 1
-        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = th.baddbmm(bias, x, weight)
-            if index < last:
-                x = self.activation(x)
-        return x
-
-
 class BatchedContinuousCritic(BaseModel):
     """
     Twin (or ``n_critics``) Q networks Q(s, a) as one batched module: the same networks as SB3's
@@ -134,7 +94,9 @@ class BatchedContinuousCritic(BaseModel):
         normalize_images: bool = True,
         n_critics: int = 2,
     ):
-        super().__init__(observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images)
+        super().__init__(
+            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+        )
         self.n_critics = n_critics
         self.q_networks = BatchedMLP(n_critics, features_dim + get_action_dim(action_space), 1, net_arch, activation_fn)
 
@@ -175,8 +137,10 @@ class ValueNetwork(BaseModel):
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
     ):
-        super().__init__(observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images)
-        self.v_net = nn.Sequential(*create_mlp(features_dim, 1, net_arch, activation_fn))
+        super().__init__(
+            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+        )
+        self.v_net = make_mlp(features_dim, 1, net_arch, activation_fn)
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         """
@@ -299,7 +263,9 @@ class S2VGPolicy(BasePolicy):
             optimizer_kwargs["fused"] = True
         for module in (self.actor, self.critic, self.value_net, self.world_model):
             module.optimizer = self.optimizer_class(  # type: ignore[assignment]
-                module.parameters(), lr=lr_schedule(1), **optimizer_kwargs  # type: ignore[call-arg]
+                module.parameters(),
+                lr=lr_schedule(1),
+                **optimizer_kwargs,  # type: ignore[call-arg]
             )
 
     def _make_critic(self) -> BatchedContinuousCritic:
@@ -389,4 +355,6 @@ class MultiInputPolicy(S2VGPolicy):
         features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
         **kwargs: Any,
     ):
-        super().__init__(observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs)
+        super().__init__(
+            observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs
+        )

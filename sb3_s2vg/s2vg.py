@@ -15,7 +15,14 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
-from sb3_s2vg.policies import BatchedContinuousCritic, MlpPolicy, MultiInputPolicy, S2VGPolicy, ValueNetwork, check_observation_space
+from sb3_s2vg.policies import (
+    BatchedContinuousCritic,
+    MlpPolicy,
+    MultiInputPolicy,
+    S2VGPolicy,
+    ValueNetwork,
+    check_observation_space,
+)
 from sb3_s2vg.world_model import MODEL_LOSSES, TerminationFn, WorldModel
 
 SelfS2VG = TypeVar("SelfS2VG", bound="S2VG")
@@ -270,6 +277,10 @@ class S2VG(OffPolicyAlgorithm):
         self.value_net = self.policy.value_net
         self.value_target = self.policy.value_target
         self.world_model = self.policy.world_model
+        # Parameter lists used on every update (not saved: rebuilt from the policy)
+        self._value_parameters = list(self.value_net.parameters())
+        self._value_target_parameters = list(self.value_target.parameters())
+        self._policy_step_frozen_parameters = [*self.world_model.parameters(), *self._value_parameters]
 
     def _update_learning_rates(self) -> None:
         """Set the policy, value and model learning rates from their schedules and log them."""
@@ -320,7 +331,9 @@ class S2VG(OffPolicyAlgorithm):
         self.world_model.update_normalizers(observations, next_observations, data.rewards)
         return self.world_model.loss(observations, data.actions, next_observations, data.rewards, data.dones, self.model_loss)
 
-    def _imagined_rollout(self, data: ReplayBufferSamples) -> tuple[list[PyTorchObs], list[th.Tensor], list[th.Tensor], list[th.Tensor], PyTorchObs]:
+    def _imagined_rollout(
+        self, data: ReplayBufferSamples
+    ) -> tuple[list[PyTorchObs], list[th.Tensor], list[th.Tensor], list[th.Tensor], PyTorchObs]:
         """
         The rollout of eq. 7: the real tuple (ŝ₀, â₀, r̂₀, ŝ₁) from the replay buffer, then H − 1 imagined steps
         with â_k ~ π(ŝ_k), r̂_k and ŝ_{k+1} sampled from the world model. No gradient flows.
@@ -459,7 +472,7 @@ class S2VG(OffPolicyAlgorithm):
         value_loss = self._value_loss(data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
         # The policy gradient of eq. 11 passes through the world model and V but must not reach their parameters:
         # with them frozen, autograd computes no weight gradient there, and one backward serves all three losses
-        with frozen_parameters(self.world_model, self.value_net):
+        with frozen_parameters(self._policy_step_frozen_parameters):
             actor_loss = self._actor_loss(data.observations, actions_pi, log_prob, ent_coef)
 
         for optimizer in (self.critic.optimizer, self.value_net.optimizer, self.actor.optimizer):
@@ -489,7 +502,7 @@ class S2VG(OffPolicyAlgorithm):
     def _update_value_target(self) -> None:
         """Polyak averaging ψ̄ ← (1 − τ) ψ̄ + τ ψ, one fused ``_foreach_lerp_`` over all tensors."""
         with th.no_grad():
-            th._foreach_lerp_(list(self.value_target.parameters()), list(self.value_net.parameters()), self.tau)
+            th._foreach_lerp_(self._value_target_parameters, self._value_parameters, self.tau)
 
     def _holdout_errors_of_new_transitions(self) -> th.Tensor | None:
         """
@@ -582,7 +595,17 @@ class S2VG(OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "value_net", "value_target", "world_model"]
+        return [
+            *super()._excluded_save_params(),
+            "actor",
+            "critic",
+            "value_net",
+            "value_target",
+            "world_model",
+            "_value_parameters",
+            "_value_target_parameters",
+            "_policy_step_frozen_parameters",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer", "value_net.optimizer", "world_model.optimizer"]
@@ -595,9 +618,9 @@ class S2VG(OffPolicyAlgorithm):
 
 
 @contextmanager
-def frozen_parameters(*modules: th.nn.Module) -> Iterator[None]:
-    """Within the context, the parameters of ``modules`` do not require gradients (inputs still get theirs)."""
-    parameters = [param for module in modules for param in module.parameters() if param.requires_grad]
+def frozen_parameters(all_parameters: list[th.nn.Parameter]) -> Iterator[None]:
+    """Within the context, ``all_parameters`` do not require gradients (inputs still get theirs)."""
+    parameters = [param for param in all_parameters if param.requires_grad]
     for param in parameters:
         param.requires_grad_(False)
     try:

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch as th
-from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
 from torch.nn import functional as F
+
+from sb3_s2vg.layers import make_mlp
 
 #: ``termination_fn(obs, action, next_obs) -> done``: tensors of shape (batch, obs_dim), (batch, action_dim),
 #: (batch, obs_dim) in, a bool or float tensor of shape (batch, 1) or (batch,) out (1 where the episode ends).
@@ -96,7 +97,7 @@ class GaussianHead(nn.Module):
     def __init__(self, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module]):
         super().__init__()
         self.output_dim = output_dim
-        self.net = nn.Sequential(*create_mlp(input_dim, 2 * output_dim, net_arch, activation_fn))
+        self.net = make_mlp(input_dim, 2 * output_dim, net_arch, activation_fn)
 
     def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -195,7 +196,7 @@ class WorldModel(nn.Module):
         self.reward = GaussianHead(input_dim, 1, reward_arch, activation_fn)
         self.termination: nn.Module | None = None
         if learn_termination:
-            self.termination = nn.Sequential(*create_mlp(input_dim, 1, termination_arch, activation_fn))
+            self.termination = make_mlp(input_dim, 1, termination_arch, activation_fn)
 
     def _inputs(self, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
         return th.cat([self.obs_normalizer.normalize(observations), actions], dim=-1)
@@ -203,9 +204,7 @@ class WorldModel(nn.Module):
     def _dynamics_target(self, observations: th.Tensor, next_observations: th.Tensor) -> th.Tensor:
         return next_observations - observations if self.predict_delta else next_observations
 
-    def update_normalizers(
-        self, observations: th.Tensor, next_observations: th.Tensor, rewards: th.Tensor
-    ) -> None:
+    def update_normalizers(self, observations: th.Tensor, next_observations: th.Tensor, rewards: th.Tensor) -> None:
         """
         Merge a batch of real transitions into the running statistics.
 

@@ -28,7 +28,7 @@ def load_hyperparams(env_id: str, path: Path | str = HYPERPARAMS_PATH) -> dict[s
     with open(path) as file:
         hyperparams = dict(yaml.safe_load(file).get(env_id, {}))
     if isinstance(hyperparams.get("policy_kwargs"), str):
-        hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn})  # noqa: S307
+        hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn})
     if isinstance(hyperparams.get("termination_fn"), str):
         hyperparams["termination_fn"] = resolve_callable(hyperparams["termination_fn"])
     return hyperparams

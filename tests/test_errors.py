@@ -82,5 +82,5 @@ def test_diverging_losses_stop_training_with_a_clear_error():
     model.learn(20)
     with th.no_grad():
         model.critic.q_networks.weights[0].fill_(float("inf"))
-    with pytest.raises(RuntimeError, match="diverged: non-finite .*critic_loss"):
+    with pytest.raises(RuntimeError, match=r"diverged: non-finite .*critic_loss"):
         model.train(gradient_steps=1, batch_size=8)

@@ -48,7 +48,11 @@ def _reference_gradients(model: S2VG, data, seed: int):
     value_loss = 0.5 * ((model.value_net(obs) - v_target) ** 2).mean()
     # eq. 10-11
     prediction = model.world_model(obs.float(), actions_pi)
-    soft_value = prediction.rewards - alpha * log_prob + model.gamma * (1 - prediction.dones) * model.value_net(prediction.next_observations)
+    soft_value = (
+        prediction.rewards
+        - alpha * log_prob
+        + model.gamma * (1 - prediction.dones) * model.value_net(prediction.next_observations)
+    )
     actor_loss = -soft_value.mean()
 
     q_params = [p for q in q_networks for p in q.parameters()]

@@ -49,9 +49,7 @@ def test_save_load_round_trips_every_network_optimizer_and_statistic(tmp_path, e
     np.testing.assert_array_equal(actions, loaded_actions)
     _assert_state_dicts_equal(model.policy.state_dict(), loaded.policy.state_dict())
     for name in ("actor", "critic", "value_net", "world_model"):
-        _assert_state_dicts_equal(
-            getattr(model, name).optimizer.state_dict(), getattr(loaded, name).optimizer.state_dict()
-        )
+        _assert_state_dicts_equal(getattr(model, name).optimizer.state_dict(), getattr(loaded, name).optimizer.state_dict())
     # The normaliser statistics are non-trivial and travel with the model
     assert model.world_model.obs_normalizer.count.item() > 0
     th.testing.assert_close(model.world_model.obs_normalizer.mean, loaded.world_model.obs_normalizer.mean, rtol=0, atol=0)

@@ -87,8 +87,15 @@ def test_tensorboard_logs_every_loss_and_progress_bar(tmp_path):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for name in [
-        "actor_loss", "critic_loss", "value_loss", "dynamics_loss", "reward_loss", "ent_coef",
-        "model_holdout_obs_mse", "model_holdout_obs_nmse", "model_holdout_reward_mse",
+        "actor_loss",
+        "critic_loss",
+        "value_loss",
+        "dynamics_loss",
+        "reward_loss",
+        "ent_coef",
+        "model_holdout_obs_mse",
+        "model_holdout_obs_nmse",
+        "model_holdout_reward_mse",
     ]:
         assert f"train/{name}" in tags, name
 

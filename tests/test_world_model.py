@@ -47,7 +47,7 @@ def test_world_model_fits_a_known_linear_system(loss):
     optimizer = th.optim.Adam(model.parameters(), lr=3e-3)
     obs, actions, next_obs, rewards = _linear_system(4096)
     dones = th.zeros(len(obs), 1)
-    for step in range(1500):
+    for _ in range(1500):
         idx = th.randint(0, len(obs), (256,))
         model.update_normalizers(obs[idx], next_obs[idx], rewards[idx])
         losses = model.loss(obs[idx], actions[idx], next_obs[idx], rewards[idx], dones[idx], loss)
@@ -55,7 +55,7 @@ def test_world_model_fits_a_known_linear_system(loss):
         sum(losses).backward()
         optimizer.step()
     test_obs, test_actions, test_next_obs, test_rewards = _linear_system(1000, seed=1)
-    obs_mse, obs_nmse, reward_mse = model.prediction_errors(test_obs, test_actions, test_next_obs, test_rewards)
+    _, obs_nmse, reward_mse = model.prediction_errors(test_obs, test_actions, test_next_obs, test_rewards)
     # Predicting the mean change would give a normalised error of 1; the fitted model is far better
     assert obs_nmse.mean().item() < 0.02
     assert reward_mse.mean().item() < 0.05 * test_rewards.var().item()

@@ -1,0 +1,61 @@
+"""Network building blocks shared by the policy and the world model."""
+
+from itertools import pairwise
+
+import torch as th
+from stable_baselines3.common.torch_layers import create_mlp
+from torch import nn
+
+
+def inplace_activation(activation_fn: type[nn.Module]) -> nn.Module:
+    """An instance of ``activation_fn`` that works in place when it can (saves a pass over each hidden layer)."""
+    try:
+        return activation_fn(inplace=True)  # type: ignore[call-arg]
+    except TypeError:
+        return activation_fn()
+
+
+def make_mlp(input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module]) -> nn.Sequential:
+    """SB3's ``create_mlp`` (Linear, activation, ..., Linear) with in-place activations where possible."""
+    modules = create_mlp(input_dim, output_dim, net_arch, activation_fn)
+    return nn.Sequential(*(inplace_activation(activation_fn) if isinstance(m, activation_fn) else m for m in modules))
+
+
+class BatchedMLP(nn.Module):
+    """
+    ``n_members`` independent MLPs of the same shape evaluated together: each layer is one batched matrix product
+    (``baddbmm``) over stacked weights instead of one product per member. Mathematically the same as ``n_members``
+    ``nn.Sequential(*create_mlp(...))`` networks, and initialised like them (``nn.Linear``'s default).
+
+    :param n_members: Number of independent networks
+    :param input_dim: Input dimension
+    :param output_dim: Output dimension of each member
+    :param net_arch: Hidden layer sizes
+    :param activation_fn: Activation function between layers
+    """
+
+    def __init__(self, n_members: int, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module]):
+        super().__init__()
+        self.n_members = n_members
+        sizes = [input_dim, *net_arch, output_dim]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in pairwise(sizes):
+            layers = [nn.Linear(fan_in, fan_out) for _ in range(n_members)]
+            self.weights.append(nn.Parameter(th.stack([layer.weight.detach().T for layer in layers])))
+            self.biases.append(nn.Parameter(th.stack([layer.bias.detach().unsqueeze(0) for layer in layers])))
+        self.activation = inplace_activation(activation_fn)
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        """
+        :param x: Input shared by all members, shape (batch, input_dim), or one per member, (n_members, batch, input_dim)
+        :return: Shape (n_members, batch, output_dim)
+        """
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n_members, *x.shape)
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = th.baddbmm(bias, x, weight)
+            if index < last:
+                x = self.activation(x)
+        return x
