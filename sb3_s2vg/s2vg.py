@@ -353,7 +353,7 @@ class S2VG(OffPolicyAlgorithm):
                 observations.append(obs)
                 actions.append(action)
                 rewards.append(prediction.rewards)
-                dones.append(prediction.dones)
+                dones.append(prediction.dones if prediction.dones is not None else th.zeros_like(prediction.rewards))
                 next_obs = self.policy.unflatten_obs(prediction.next_observations)
         return observations, actions, rewards, dones, next_obs
 
@@ -366,14 +366,16 @@ class S2VG(OffPolicyAlgorithm):
         :param data: Real transitions (batch,)
         :return: Scalar loss, ½ Σ_i over the Q networks (as SB3's SAC)
         """
+        if self.horizon == 1:
+            with th.no_grad():
+                targets = data.rewards + self.gamma * (1.0 - data.dones) * self.value_target(data.next_observations)
+            q_values = self.critic.stacked(data.observations, data.actions)  # (n_critics, batch, 1)
+            return 0.5 * (q_values - targets).square().sum() / targets.shape[0]
         observations, actions, rewards, dones, final_obs = self._imagined_rollout(data)
         with th.no_grad():
             targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self.value_target(final_obs), self.gamma)
             weights = alive_weights(th.stack(dones)).flatten(0, 1)
-        if self.horizon == 1:
-            q_values = self.critic.stacked(data.observations, data.actions)
-        else:
-            q_values = self.critic.stacked(_cat_obs(observations), th.cat(actions))
+        q_values = self.critic.stacked(_cat_obs(observations), th.cat(actions))
         # q_values: (n_critics, H * batch, 1); the sum over critics and steps, over H * batch, is ½ Σ_i (1/H) Σ_t mean
         return 0.5 * (weights * (q_values - targets.flatten(0, 1)).square()).sum() / weights.shape[0]
 
@@ -405,7 +407,9 @@ class S2VG(OffPolicyAlgorithm):
         """
         prediction = self.world_model(self.policy.flatten_obs(observations), actions_pi)
         next_values = self.value_net(self.policy.unflatten_obs(prediction.next_observations))
-        soft_value = prediction.rewards - ent_coef * log_prob + self.gamma * (1.0 - prediction.dones) * next_values
+        if prediction.dones is not None:
+            next_values = (1.0 - prediction.dones) * next_values
+        soft_value = prediction.rewards - ent_coef * log_prob + self.gamma * next_values
         return -soft_value.mean()
 
     def _sample_actions(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:

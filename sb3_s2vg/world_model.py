@@ -40,6 +40,7 @@ class RunningNormalizer(nn.Module):
     mean: th.Tensor
     var: th.Tensor
     count: th.Tensor
+    std: th.Tensor  # sqrt(var + epsilon), kept in step with var
 
     def __init__(self, size: int, epsilon: float = 1e-6, enabled: bool = True):
         super().__init__()
@@ -48,6 +49,7 @@ class RunningNormalizer(nn.Module):
         self.register_buffer("mean", th.zeros(size))
         self.register_buffer("var", th.ones(size))
         self.register_buffer("count", th.zeros(()))
+        self.register_buffer("std", th.ones(size))
 
     @th.no_grad()
     def update(self, batch: th.Tensor) -> None:
@@ -65,10 +67,7 @@ class RunningNormalizer(nn.Module):
         self.mean.copy_(new_mean)
         self.var.copy_(m2 / total)
         self.count.copy_(total)
-
-    @property
-    def std(self) -> th.Tensor:
-        return th.sqrt(self.var + self.epsilon)
+        self.std.copy_(th.sqrt(self.var + self.epsilon))
 
     def normalize(self, x: th.Tensor) -> th.Tensor:
         """:param x: Tensor of shape (batch, size)"""
@@ -135,12 +134,13 @@ class ModelPrediction(NamedTuple):
 
     :param next_observations: Sampled next observations, shape (batch, obs_dim)
     :param rewards: Sampled rewards, shape (batch, 1)
-    :param dones: Termination indicator or probability in [0, 1], shape (batch, 1) (zeros without termination)
+    :param dones: Termination indicator or probability in [0, 1], shape (batch, 1), or None when the model has no
+        notion of termination (imagined transitions never end)
     """
 
     next_observations: th.Tensor
     rewards: th.Tensor
-    dones: th.Tensor
+    dones: th.Tensor | None
 
 
 class WorldModelLosses(NamedTuple):
@@ -255,7 +255,7 @@ class WorldModel(nn.Module):
         :param observations: Shape (batch, obs_dim)
         :param actions: Shape (batch, action_dim), scaled to [-1, 1]
         :param deterministic: Return the means instead of samples
-        :return: Next observations (batch, obs_dim), rewards (batch, 1), dones (batch, 1)
+        :return: Next observations (batch, obs_dim), rewards (batch, 1), dones (batch, 1) or None
         """
         inputs = self._inputs(observations, actions)
         dynamics_mean, dynamics_log_std = self.dynamics(inputs)
@@ -273,7 +273,7 @@ class WorldModel(nn.Module):
         elif self.termination is not None:
             dones = th.sigmoid(self.termination(inputs))
         else:
-            dones = th.zeros_like(rewards)
+            dones = None
         return ModelPrediction(next_observations, rewards, dones)
 
     @th.no_grad()

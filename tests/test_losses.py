@@ -45,6 +45,7 @@ def _make_world_model_constant(model: S2VG, reward: float, value: float) -> None
         for normalizer in (world_model.obs_normalizer, world_model.dynamics_target_normalizer, world_model.reward_normalizer):
             normalizer.mean.zero_()
             normalizer.var.fill_(1.0 - normalizer.epsilon)
+            normalizer.std.fill_(1.0)
         model.value_target.v_net[-1].weight.zero_()
         model.value_target.v_net[-1].bias.fill_(value)
 

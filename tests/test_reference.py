@@ -51,7 +51,9 @@ def _reference_gradients(model: S2VG, data, seed: int):
     soft_value = (
         prediction.rewards
         - alpha * log_prob
-        + model.gamma * (1 - prediction.dones) * model.value_net(prediction.next_observations)
+        + model.gamma
+        * (1 - (prediction.dones if prediction.dones is not None else 0))
+        * model.value_net(prediction.next_observations)
     )
     actor_loss = -soft_value.mean()
 
