@@ -11,6 +11,10 @@ all runs found under ``<out>/<env>`` into ``summary.md``, ``summary.json``, ``cu
     python benchmarks/compare.py --env Pendulum-v1 --hyperparams defaults --algos s2vg sac sac_m --seeds 0 1 2 \
         --steps 5000 --eval-every 250 --threshold -200 --report-steps 1000 2000 3000 5000
 
+Long runs: ``--checkpoint-every N`` writes an exact checkpoint (agent, replay buffer, env and random states) every N
+steps under ``<out>/<env>/checkpoints/``; the same command with ``--resume`` continues every unfinished run from
+its checkpoint, with results identical to an uninterrupted run (``tests/test_resume.py``).
+
 Training seconds exclude evaluation. One torch thread per run; ``--workers`` runs that many runs in parallel
 (timings of parallel runs share the machine: compare algorithms only within one invocation).
 """
@@ -46,71 +50,119 @@ def paper_s2vg_kwargs(env_id: str) -> dict[str, Any]:
     return hyperparams
 
 
-def make_model(algo: str, env_id: str, seed: int, s2vg_kwargs: dict[str, Any]):
-    """Build the agent of one run."""
+def make_env(env_id: str):
+    """The training environment of every run: one Monitor-wrapped env in a DummyVecEnv (exact checkpoints need it)."""
+    import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    return DummyVecEnv([lambda: Monitor(gym.make(env_id))])
+
+
+def algorithm_class(algo: str):
     if algo == "s2vg":
         from sb3_s2vg import S2VG
 
-        return S2VG("MlpPolicy", env_id, seed=seed, **s2vg_kwargs)
+        return S2VG
     if algo in ("sac", "sac_m"):
         from stable_baselines3 import SAC
 
-        gradient_steps = s2vg_kwargs.get("actor_critic_updates", 5) if algo == "sac_m" else 1
-        return SAC("MlpPolicy", env_id, seed=seed, gradient_steps=gradient_steps)
+        return SAC
     if algo == "tqc":
         from sb3_contrib import TQC
 
-        return TQC("MlpPolicy", env_id, seed=seed)
+        return TQC
     if algo == "crossq":
         from sb3_contrib import CrossQ
 
-        return CrossQ("MlpPolicy", env_id, seed=seed)
+        return CrossQ
     raise ValueError(f"Unknown algo {algo!r}, expected one of {ALGOS}")
 
 
+def make_model(algo: str, env_id: str, seed: int, s2vg_kwargs: dict[str, Any]):
+    """Build the agent of one run: S2VG with ``s2vg_kwargs``, the baselines with their defaults."""
+    kwargs: dict[str, Any] = dict(seed=seed)
+    if algo == "s2vg":
+        kwargs.update(s2vg_kwargs)
+    elif algo == "sac_m":
+        kwargs["gradient_steps"] = s2vg_kwargs.get("actor_critic_updates", 5)
+    return algorithm_class(algo)("MlpPolicy", make_env(env_id), **kwargs)
+
+
 def run_one(
-    algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_episodes: int, out_dir: str, s2vg_kwargs: dict
+    algo: str,
+    env_id: str,
+    seed: int,
+    steps: int,
+    eval_every: int,
+    eval_episodes: int,
+    out_dir: str,
+    s2vg_kwargs: dict,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> str:
-    """Train one agent, evaluating every ``eval_every`` steps; returns the CSV path."""
+    """
+    Train one agent, evaluating every ``eval_every`` steps, checkpointing every ``checkpoint_every`` steps (exactly:
+    a resumed run gives the same results as an uninterrupted one); returns the CSV path.
+    """
     import gymnasium as gym
     import torch as th
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
 
-    th.set_num_threads(1)
-    path = Path(out_dir) / f"{algo}_seed{seed}.csv"
-    eval_env = Monitor(gym.make(env_id))
-    eval_env.reset(seed=10_000 + seed)
-    rows: list[tuple[int, float, float, float]] = []
+    from sb3_s2vg.resume import load_checkpoint, save_checkpoint
 
-    class EvalCallback(BaseCallback):
+    th.set_num_threads(1)
+    name = f"{algo}_seed{seed}"
+    path = Path(out_dir) / f"{name}.csv"
+    checkpoint_dir = Path(out_dir) / "checkpoints" / name
+    eval_env = Monitor(gym.make(env_id))
+    rows: list[tuple[int, float, float, float]] = []
+    train_seconds = 0.0
+    if resume and (checkpoint_dir / "state.pkl").exists():
+        model, extra = load_checkpoint(checkpoint_dir, algorithm_class(algo), make_env(env_id), eval_env)
+        rows, train_seconds = extra["rows"], extra["train_seconds"]
+        print(f"{env_id} {name}: resumed at step {model.num_timesteps}", flush=True)
+    else:
+        eval_env.reset(seed=10_000 + seed)
+        model = make_model(algo, env_id, seed, s2vg_kwargs)
+
+    class EvalCheckpointCallback(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.train_seconds = 0.0
+            self.train_seconds = train_seconds
             self.last = time.perf_counter()
-
-        def _evaluate(self) -> None:
-            self.train_seconds += time.perf_counter() - self.last
-            mean, std = evaluate_policy(self.model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
-            rows.append((self.num_timesteps, self.train_seconds, float(mean), float(std)))
-            with open(path, "w", newline="") as file:
-                writer = csv.writer(file)
-                writer.writerow(["step", "train_seconds", "return_mean", "return_std"])
-                writer.writerows(rows)
-            print(
-                f"{env_id} {algo} seed {seed}: step {self.num_timesteps} return {mean:.1f} ({self.train_seconds:.0f} s)",
-                flush=True,
-            )
-            self.last = time.perf_counter()
+            self.checkpoint_pending = False
 
         def _on_step(self) -> bool:
             if self.num_timesteps % eval_every == 0:
-                self._evaluate()
+                self.train_seconds += time.perf_counter() - self.last
+                mean, std = evaluate_policy(self.model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
+                rows.append((self.num_timesteps, self.train_seconds, float(mean), float(std)))
+                with open(path, "w", newline="") as file:
+                    writer = csv.writer(file)
+                    writer.writerow(["step", "train_seconds", "return_mean", "return_std"])
+                    writer.writerows(rows)
+                print(f"{env_id} {name}: step {self.num_timesteps} return {mean:.1f} ({self.train_seconds:.0f} s)", flush=True)
+                self.last = time.perf_counter()
+            if checkpoint_every and self.num_timesteps % checkpoint_every == 0 and self.num_timesteps < steps:
+                self.checkpoint_pending = True
             return True
 
-    model = make_model(algo, env_id, seed, s2vg_kwargs)
-    model.learn(steps, callback=EvalCallback())
+        def _on_rollout_start(self) -> None:
+            # The checkpoint waits until this step's transition is stored and its gradient steps are done: there the
+            # agent is in the state it has between two learn() calls, from which a resumed run continues exactly
+            if self.checkpoint_pending:
+                self.train_seconds += time.perf_counter() - self.last
+                extra = {"rows": rows, "train_seconds": self.train_seconds}
+                save_checkpoint(checkpoint_dir, self.model, eval_env, extra=extra)  # type: ignore[arg-type]
+                self.checkpoint_pending = False
+                self.last = time.perf_counter()
+
+    remaining = steps - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=EvalCheckpointCallback(), reset_num_timesteps=model.num_timesteps == 0)
     return str(path)
 
 
@@ -212,6 +264,8 @@ def main() -> None:
     )
     parser.add_argument("--s2vg-kwargs", default="{}", help="Python dict literal that overrides the zoo hyperparameters")
     parser.add_argument("--summary-only", action="store_true", help="Only aggregate the CSV files already written")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="Exact checkpoint every N env steps (0: never)")
+    parser.add_argument("--resume", action="store_true", help="Continue each run from its last checkpoint, if any")
     args = parser.parse_args()
 
     env_dir = Path(args.out) / args.env
@@ -225,7 +279,17 @@ def main() -> None:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [
                 pool.submit(
-                    run_one, algo, args.env, seed, args.steps, args.eval_every, args.eval_episodes, str(env_dir), s2vg_kwargs
+                    run_one,
+                    algo,
+                    args.env,
+                    seed,
+                    args.steps,
+                    args.eval_every,
+                    args.eval_episodes,
+                    str(env_dir),
+                    s2vg_kwargs,
+                    args.checkpoint_every,
+                    args.resume,
                 )
                 for algo, seed in jobs
             ]
