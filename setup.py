@@ -3,6 +3,10 @@ from setuptools import find_packages, setup
 with open("README.md", encoding="utf-8") as file:
     long_description = file.read()
 
+# rl-zoo3 integration (train / enjoy / -optimize with a shared optuna storage); rl-zoo3 needs requests and pandas
+ZOO = ["rl_zoo3>=2.7", "sb3-contrib>=2.7", "optuna", "pandas", "requests"]
+PLOTS = ["matplotlib"]
+
 setup(
     name="sb3_s2vg",
     version="0.1.0",
@@ -23,9 +27,9 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "tests": ["pytest", "tensorboard"],
-        "zoo": ["rl_zoo3>=2.7", "sb3-contrib>=2.7", "optuna"],
-        "plots": ["matplotlib", "pandas"],
+        "zoo": ZOO,
+        "plots": PLOTS,
+        "tests": ["pytest", "tensorboard", *ZOO, *PLOTS],
     },
     entry_points={"console_scripts": ["s2vg-zoo=sb3_s2vg.zoo:main"]},
 )

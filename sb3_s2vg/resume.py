@@ -24,9 +24,25 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 #: Attributes never captured: sub-environments, simulator handles (captured separately), renderers, spaces, specs.
 _SKIPPED_ATTRIBUTES = {
-    "env", "envs", "model", "data", "mujoco_renderer", "spec", "_cached_spec", "metadata", "_metadata",
-    "action_space", "observation_space", "_action_space", "_observation_space", "single_action_space",
-    "single_observation_space", "_saved_kwargs", "_ezpickle_args", "_ezpickle_kwargs", "render_mode",
+    "env",
+    "envs",
+    "model",
+    "data",
+    "mujoco_renderer",
+    "spec",
+    "_cached_spec",
+    "metadata",
+    "_metadata",
+    "action_space",
+    "observation_space",
+    "_action_space",
+    "_observation_space",
+    "single_action_space",
+    "single_observation_space",
+    "_saved_kwargs",
+    "_ezpickle_args",
+    "_ezpickle_kwargs",
+    "render_mode",
 }
 _PLAIN_SCALARS = (bool, int, float, str, bytes, type(None), np.generic)
 

@@ -1,3 +1,4 @@
+import importlib
 import math
 from collections import deque
 from collections.abc import Iterator
@@ -40,6 +41,14 @@ class ActorCriticLosses(NamedTuple):
     value: th.Tensor
     actor: th.Tensor
     ent_coef: th.Tensor | None
+
+
+def _import_termination_fn(path: str) -> TerminationFn:
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"termination_fn {path!r} is not an importable 'module.function' path") from error
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -98,7 +107,8 @@ class S2VG(OffPolicyAlgorithm):
     :param learn_termination: Learn a termination classifier from the replay buffer, so that imagined transitions
         into terminal states do not bootstrap V (for Hopper, Walker2d, ...)
     :param termination_fn: Known termination function ``(obs, action, next_obs) -> done`` on flat observation
-        tensors; it takes precedence over the learned classifier (see ``sb3_s2vg.termination``). Without either,
+        tensors, or its import path (``"sb3_s2vg.termination.hopper_termination"``); it takes precedence over the
+        learned classifier (see ``sb3_s2vg.termination``). Without either,
         imagined transitions never terminate, which is right for Pendulum and HalfCheetah.
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
@@ -153,7 +163,7 @@ class S2VG(OffPolicyAlgorithm):
         predict_delta: bool = True,
         normalize_model: bool = True,
         learn_termination: bool = False,
-        termination_fn: TerminationFn | None = None,
+        termination_fn: TerminationFn | str | None = None,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         use_sde_at_warmup: bool = False,
@@ -186,6 +196,8 @@ class S2VG(OffPolicyAlgorithm):
             raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
         if model_loss not in MODEL_LOSSES:
             raise ValueError(f"model_loss must be one of {MODEL_LOSSES}, got {model_loss!r}")
+        if isinstance(termination_fn, str):  # an import path, as in rl-zoo's YAML files
+            termination_fn = _import_termination_fn(termination_fn)
         if termination_fn is not None and not callable(termination_fn):
             raise ValueError(f"termination_fn must be callable (obs, action, next_obs) -> done, got {termination_fn!r}")
         if isinstance(ent_coef, str):
