@@ -100,6 +100,7 @@ def run_one(
     s2vg_kwargs: dict,
     checkpoint_every: int = 0,
     resume: bool = False,
+    tag: str = "",
 ) -> str:
     """
     Train one agent, evaluating every ``eval_every`` steps, checkpointing every ``checkpoint_every`` steps (exactly:
@@ -114,7 +115,7 @@ def run_one(
     from sb3_s2vg.resume import load_checkpoint, save_checkpoint
 
     th.set_num_threads(1)
-    name = f"{algo}_seed{seed}"
+    name = f"{algo}-{tag}_seed{seed}" if tag else f"{algo}_seed{seed}"
     path = Path(out_dir) / f"{name}.csv"
     checkpoint_dir = Path(out_dir) / "checkpoints" / name
     eval_env = Monitor(gym.make(env_id))
@@ -166,13 +167,21 @@ def run_one(
     return str(path)
 
 
-def load_runs(env_dir: Path) -> dict[str, list[np.ndarray]]:
+def label(run_name: str) -> str:
+    """``s2vg`` -> "S2VG", ``s2vg-nodelta`` -> "S2VG [nodelta]"."""
+    algo, _, tag = run_name.partition("-")
+    return LABELS.get(algo, algo) + (f" [{tag}]" if tag else "")
+
+
+def load_runs(env_dir: Path, tags: list[str] | None = None) -> dict[str, list[np.ndarray]]:
+    """Runs by name (algo, or algo-tag), only the untagged ones unless ``tags`` lists tags to include."""
     runs: dict[str, list[np.ndarray]] = {}
-    for algo in ALGOS:
-        for path in sorted(env_dir.glob(f"{algo}_seed*.csv")):
-            data = np.genfromtxt(path, delimiter=",", names=True)
-            runs.setdefault(algo, []).append(np.atleast_1d(data))
-    return runs
+    for path in sorted(env_dir.glob("*_seed*.csv")):
+        name = path.name.rsplit("_seed", 1)[0]
+        algo, _, tag = name.partition("-")
+        if algo in ALGOS and (not tag or (tags is not None and tag in tags)):
+            runs.setdefault(name, []).append(np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True)))
+    return dict(sorted(runs.items(), key=lambda item: (ALGOS.index(item[0].partition("-")[0]), item[0])))
 
 
 def first_crossing(data: np.ndarray, threshold: float, column: str) -> float:
@@ -180,9 +189,13 @@ def first_crossing(data: np.ndarray, threshold: float, column: str) -> float:
     return float(data[column][above[0]]) if len(above) else float("nan")
 
 
-def summarize(env_id: str, env_dir: Path, threshold: float | None, report_steps: list[int]) -> str:
-    """Aggregate the runs under ``env_dir`` into a markdown table, a JSON file and two PNG plots."""
-    runs = load_runs(env_dir)
+def summarize(env_id: str, env_dir: Path, threshold: float | None, report_steps: list[int], tags: list[str] | None = None) -> str:
+    """
+    Aggregate the runs under ``env_dir`` into a markdown table, a JSON file and two PNG plots
+    (``summary[_tags].md``, ``summary[_tags].json``, ``curves_steps[_tags].png``, ``curves_seconds[_tags].png``).
+    """
+    runs = load_runs(env_dir, tags)
+    suffix = "_" + "_".join(tags) if tags else ""
     summary: dict[str, Any] = {"env": env_id, "threshold": threshold, "algos": {}}
     header = ["algo", "seeds"] + [f"return @{s}" for s in report_steps]
     if threshold is not None:
@@ -191,7 +204,7 @@ def summarize(env_id: str, env_dir: Path, threshold: float | None, report_steps:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for algo, seed_runs in runs.items():
         entry: dict[str, Any] = {"seeds": len(seed_runs)}
-        cells = [LABELS[algo], str(len(seed_runs))]
+        cells = [label(algo), str(len(seed_runs))]
         for step in report_steps:
             values = [run["return_mean"][run["step"] == step][0] for run in seed_runs if np.any(run["step"] == step)]
             entry[f"return@{step}"] = values
@@ -210,28 +223,28 @@ def summarize(env_id: str, env_dir: Path, threshold: float | None, report_steps:
         summary["algos"][algo] = entry
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    (env_dir / "summary.md").write_text(f"## {env_id}\n\n{table}\n")
-    (env_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot_curves(env_id, runs, env_dir, threshold)
+    (env_dir / f"summary{suffix}.md").write_text(f"## {env_id}\n\n{table}\n")
+    (env_dir / f"summary{suffix}.json").write_text(json.dumps(summary, indent=1))
+    plot_curves(env_id, runs, env_dir, threshold, suffix)
     return table
 
 
-def plot_curves(env_id: str, runs: dict[str, list[np.ndarray]], env_dir: Path, threshold: float | None) -> None:
+def plot_curves(env_id: str, runs: dict[str, list[np.ndarray]], env_dir: Path, threshold: float | None, suffix: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     for column, xlabel, name in [
-        ("step", "environment steps", "curves_steps.png"),
-        ("train_seconds", "training seconds (wall clock)", "curves_seconds.png"),
+        ("step", "environment steps", f"curves_steps{suffix}.png"),
+        ("train_seconds", "training seconds (wall clock)", f"curves_seconds{suffix}.png"),
     ]:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for algo, seed_runs in runs.items():
             length = min(len(run) for run in seed_runs)
             x = np.mean([run[column][:length] for run in seed_runs], axis=0)
             returns = np.array([run["return_mean"][:length] for run in seed_runs])
-            ax.plot(x, returns.mean(0), label=f"{LABELS[algo]} ({len(seed_runs)} seeds)")
+            ax.plot(x, returns.mean(0), label=f"{label(algo)} ({len(seed_runs)} seeds)")
             ax.fill_between(x, returns.mean(0) - returns.std(0), returns.mean(0) + returns.std(0), alpha=0.2)
         if threshold is not None:
             ax.axhline(threshold, color="gray", linestyle="--", linewidth=1)
@@ -266,6 +279,8 @@ def main() -> None:
     parser.add_argument("--summary-only", action="store_true", help="Only aggregate the CSV files already written")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="Exact checkpoint every N env steps (0: never)")
     parser.add_argument("--resume", action="store_true", help="Continue each run from its last checkpoint, if any")
+    parser.add_argument("--tag", default="", help="Name variant runs (e.g. ablations): files <algo>-<tag>_seed<k>.csv")
+    parser.add_argument("--include-tags", nargs="*", default=None, help="Tagged runs to include in the summary")
     args = parser.parse_args()
 
     env_dir = Path(args.out) / args.env
@@ -295,7 +310,8 @@ def main() -> None:
             ]
             for future in futures:
                 future.result()
-    print(summarize(args.env, env_dir, args.threshold, args.report_steps))
+    tags = args.include_tags if args.include_tags is not None else ([args.tag] if args.tag else None)
+    print(summarize(args.env, env_dir, args.threshold, args.report_steps, tags))
 
 
 if __name__ == "__main__":
