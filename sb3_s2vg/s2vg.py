@@ -110,6 +110,9 @@ class S2VG(OffPolicyAlgorithm):
         tensors, or its import path (``"sb3_s2vg.termination.hopper_termination"``); it takes precedence over the
         learned classifier (see ``sb3_s2vg.termination``). Without either,
         imagined transitions never terminate, which is right for Pendulum and HalfCheetah.
+    :param compile_losses: Compile the loss computations of eq. 7, 8 and 10-11 (forward and backward) with
+        ``torch.compile``; opt-in: it needs a C++ compiler (CPU) or Triton (CUDA), takes tens of seconds to compile
+        and was measured slower than eager mode on CPU (README, speed)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
     :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling during the warm up phase
@@ -164,6 +167,7 @@ class S2VG(OffPolicyAlgorithm):
         normalize_model: bool = True,
         learn_termination: bool = False,
         termination_fn: TerminationFn | str | None = None,
+        compile_losses: bool = False,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         use_sde_at_warmup: bool = False,
@@ -247,6 +251,7 @@ class S2VG(OffPolicyAlgorithm):
         self.normalize_model = normalize_model
         self.learn_termination = learn_termination
         self.termination_fn = termination_fn
+        self.compile_losses = compile_losses
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
         # Replay-buffer position up to which the world model's held-out error has been measured
@@ -293,6 +298,9 @@ class S2VG(OffPolicyAlgorithm):
         self._value_parameters = list(self.value_net.parameters())
         self._value_target_parameters = list(self.value_target.parameters())
         self._policy_step_frozen_parameters = [*self.world_model.parameters(), *self._value_parameters]
+        self._loss_functions = {"critic": self._critic_loss, "value": self._value_loss, "actor": self._actor_loss}
+        if self.compile_losses:
+            self._loss_functions = {name: th.compile(function) for name, function in self._loss_functions.items()}
 
     def _update_learning_rates(self) -> None:
         """Set the policy, value and model learning rates from their schedules and log them."""
@@ -484,12 +492,12 @@ class S2VG(OffPolicyAlgorithm):
         else:
             ent_coef = self.ent_coef_tensor
 
-        critic_loss = self._critic_loss(data)
-        value_loss = self._value_loss(data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
+        critic_loss = self._loss_functions["critic"](data)
+        value_loss = self._loss_functions["value"](data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
         # The policy gradient of eq. 11 passes through the world model and V but must not reach their parameters:
         # with them frozen, autograd computes no weight gradient there, and one backward serves all three losses
         with frozen_parameters(self._policy_step_frozen_parameters):
-            actor_loss = self._actor_loss(data.observations, actions_pi, log_prob, ent_coef)
+            actor_loss = self._loss_functions["actor"](data.observations, actions_pi, log_prob, ent_coef)
 
         for optimizer in (self.critic.optimizer, self.value_net.optimizer, self.actor.optimizer):
             optimizer.zero_grad()
@@ -621,6 +629,7 @@ class S2VG(OffPolicyAlgorithm):
             "_value_parameters",
             "_value_target_parameters",
             "_policy_step_frozen_parameters",
+            "_loss_functions",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
