@@ -305,6 +305,7 @@ def main() -> None:
                     s2vg_kwargs,
                     args.checkpoint_every,
                     args.resume,
+                    args.tag,
                 )
                 for algo, seed in jobs
             ]
