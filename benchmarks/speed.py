@@ -113,7 +113,9 @@ def _timed(function, repeats: int, device: th.device) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def measure_updates(env_id: str, device: th.device, batch: int, hidden: list[int], rounds: int, repeats: int) -> dict[str, Any]:
+def measure_updates(
+    env_id: str, device: th.device, batch: int, hidden: list[int], rounds: int, repeats: int, compiled: bool = False
+) -> dict[str, Any]:
     sac = SAC(
         "MlpPolicy", env_id, learning_starts=1000, batch_size=batch, policy_kwargs=dict(net_arch=hidden), device=device, seed=0
     )
@@ -129,6 +131,13 @@ def measure_updates(env_id: str, device: th.device, batch: int, hidden: list[int
     )
     sac.learn(1001)
     s2vg.learn(1001)
+    s2vg_compiled = None
+    if compiled:
+        s2vg_compiled = S2VG(
+            "MlpPolicy", env_id, learning_starts=1000, batch_size=batch, model_batch_size=batch,
+            policy_kwargs=dict(net_arch=hidden), device=device, seed=0, compile_losses=True,
+        )  # fmt: skip
+        s2vg_compiled.learn(1001)  # compiles the losses
 
     def sac_steps(n: int) -> None:
         sac.train(gradient_steps=n, batch_size=batch)
@@ -138,17 +147,25 @@ def measure_updates(env_id: str, device: th.device, batch: int, hidden: list[int
             s2vg._actor_critic_update(s2vg.replay_buffer.sample(batch))
             s2vg._update_value_target()
 
+    def s2vg_compiled_updates(n: int) -> None:
+        assert s2vg_compiled is not None
+        for _ in range(n):
+            s2vg_compiled._actor_critic_update(s2vg_compiled.replay_buffer.sample(batch))
+            s2vg_compiled._update_value_target()
+
     def model_updates(n: int) -> None:
         for _ in range(n):
             s2vg._train_world_model()
 
-    times: dict[str, list[float]] = {"sac_step": [], "s2vg_update": [], "world_model_update": []}
-    for function in (sac_steps, s2vg_updates, model_updates):  # warm-up
+    functions = {"sac_step": sac_steps, "s2vg_update": s2vg_updates, "world_model_update": model_updates}
+    if compiled:
+        functions["s2vg_compiled_update"] = s2vg_compiled_updates
+    times: dict[str, list[float]] = {key: [] for key in functions}
+    for function in functions.values():  # warm-up
         function(5)
     for _ in range(rounds):  # interleaved
-        times["sac_step"].append(_timed(sac_steps, repeats, device))
-        times["s2vg_update"].append(_timed(s2vg_updates, repeats, device))
-        times["world_model_update"].append(_timed(model_updates, repeats, device))
+        for key, function in functions.items():
+            times[key].append(_timed(function, repeats, device))
     medians = {key: statistics.median(values) for key, values in times.items()}
 
     obs_dim, action_dim = s2vg.world_model.obs_dim, s2vg.world_model.action_dim
@@ -158,6 +175,8 @@ def measure_updates(env_id: str, device: th.device, batch: int, hidden: list[int
         "s2vg_update": s2vg_update_flops(obs_dim, action_dim, arch, batch),
         "world_model_update": world_model_update_flops(obs_dim, action_dim, arch, batch),
     }
+    if compiled:
+        flops["s2vg_compiled_update"] = flops["s2vg_update"]
     return {"seconds": medians, "all_seconds": times, "flops": flops}
 
 
@@ -187,6 +206,7 @@ def main() -> None:
     parser.add_argument("--learn-steps", type=int, default=1500)
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed")
+    parser.add_argument("--compile", action="store_true", help="Also time updates with compile_losses=True")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     from sb3_s2vg.zoo import load_hyperparams
@@ -196,7 +216,7 @@ def main() -> None:
     lines = []
     for device in devices:
         rate = dense_matmul_rate(device)
-        updates = measure_updates(args.env, device, args.batch_size, args.hidden, args.rounds, args.repeats)
+        updates = measure_updates(args.env, device, args.batch_size, args.hidden, args.rounds, args.repeats, args.compile)
         learn = {}
         for env_id in args.learn_envs:
             m = load_hyperparams(env_id).get("actor_critic_updates", 5)
@@ -209,11 +229,15 @@ def main() -> None:
             "| what | ms | × SAC step | GFLOP per call | GFLOP/s | fraction of dense matmul rate |",
             "|---|---|---|---|---|---|",
         ]
-        for key, label in [
-            ("sac_step", "SB3 SAC gradient step"),
-            ("s2vg_update", "S2VG actor-critic update"),
-            ("world_model_update", "S2VG world-model update"),
-        ]:
+        labels = {
+            "sac_step": "SB3 SAC gradient step",
+            "s2vg_update": "S2VG actor-critic update",
+            "s2vg_compiled_update": "S2VG actor-critic update, compile_losses=True",
+            "world_model_update": "S2VG world-model update",
+        }
+        for key, label in labels.items():
+            if key not in seconds:
+                continue
             achieved = flops[key] / seconds[key]
             lines.append(
                 f"| {label} | {seconds[key] * 1e3:.2f} | {seconds[key] / seconds['sac_step']:.2f} | {flops[key] / 1e9:.3f} | "
