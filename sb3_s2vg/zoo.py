@@ -12,7 +12,6 @@ default config for S2VG), an optuna sampler for ``-optimize``, and a command lin
 registered before any of its scripts runs.
 """
 
-import importlib
 import runpy
 import sys
 from pathlib import Path
@@ -25,16 +24,10 @@ HYPERPARAMS_PATH = Path(__file__).parent / "hyperparams" / "s2vg.yml"
 SCRIPTS = ("train", "enjoy", "record_video", "record_training", "plot_train", "all_plots", "plot_from_file")
 
 
-def resolve_callable(path: str) -> Any:
-    """Import ``"package.module.attribute"`` and return the attribute."""
-    module_name, _, attribute = path.rpartition(".")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
 def load_hyperparams(env_id: str, path: Path | str = HYPERPARAMS_PATH) -> dict[str, Any]:
     """
-    S2VG's constructor arguments for ``env_id`` from the rl-zoo file, with ``policy_kwargs`` evaluated and
-    ``termination_fn`` imported; ``{}`` for an environment the file does not list.
+    S2VG's constructor arguments for ``env_id`` from the rl-zoo file, with ``policy_kwargs`` evaluated
+    (``termination_fn`` stays an import path, which ``S2VG`` resolves); ``{}`` for an environment the file does not list.
 
     :param env_id: Gymnasium environment id, e.g. ``"HalfCheetah-v5"``
     :param path: The YAML file
@@ -44,8 +37,6 @@ def load_hyperparams(env_id: str, path: Path | str = HYPERPARAMS_PATH) -> dict[s
         hyperparams = dict(yaml.safe_load(file).get(env_id, {}))
     if isinstance(hyperparams.get("policy_kwargs"), str):
         hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn})
-    if isinstance(hyperparams.get("termination_fn"), str):
-        hyperparams["termination_fn"] = resolve_callable(hyperparams["termination_fn"])
     return hyperparams
 
 
