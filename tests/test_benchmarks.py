@@ -1,0 +1,80 @@
+"""The benchmark scripts that produce the committed results: they run end to end on tiny budgets and write what
+the README cites (CSV, summary table, plots), and value_bias.py's batched Pendulum is gymnasium's."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+pytest.importorskip("matplotlib")
+
+
+def run_script(name: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_compare_writes_curves_summary_and_figures(tmp_path):
+    out = tmp_path / "results"
+    stdout = run_script(
+        "compare.py", "--env", "Pendulum-v1", "--algos", "s2vg", "sac", "--seeds", "0", "--steps", "300",
+        "--eval-every", "150", "--eval-episodes", "1", "--hyperparams", "defaults", "--threshold", "-5000",
+        "--report-steps", "150", "300", "--out", str(out), "--s2vg-kwargs", "dict(learning_starts=100)",
+    )  # fmt: skip
+    env_dir = out / "Pendulum-v1"
+    for algo in ("s2vg", "sac"):
+        with open(env_dir / f"{algo}_seed0.csv") as file:
+            rows = list(csv.DictReader(file))
+        assert [int(row["step"]) for row in rows] == [150, 300]
+        assert all(np.isfinite(float(row["return_mean"])) and float(row["train_seconds"]) > 0 for row in rows)
+    summary = json.loads((env_dir / "summary.json").read_text())
+    assert set(summary["algos"]) == {"s2vg", "sac"}
+    # every Pendulum return is above -5000: the threshold is reached at the first evaluation
+    assert summary["algos"]["s2vg"]["steps_to_threshold"] == [150.0]
+    assert "| S2VG | 1 |" in stdout and "| SAC (defaults) | 1 |" in stdout
+    assert (env_dir / "curves_steps.png").stat().st_size > 0 and (env_dir / "curves_seconds.png").stat().st_size > 0
+
+    run_script("figures.py", "--results", str(out))
+    assert (out / "figure1.png").stat().st_size > 0 and (out / "figure2a.png").stat().st_size > 0
+
+
+def test_speed_reports_ratios_and_flops(tmp_path):
+    stdout = run_script(
+        "speed.py", "--env", "Pendulum-v1", "--hidden", "16", "16", "--batch-size", "16", "--rounds", "1",
+        "--repeats", "2", "--learn-envs", "Pendulum-v1", "--learn-steps", "150", "--devices", "cpu",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    results = json.loads((tmp_path / "speed.json").read_text())["cpu"]
+    assert set(results["seconds"]) == {"sac_step", "s2vg_update", "world_model_update"}
+    assert all(seconds > 0 for seconds in results["seconds"].values())
+    assert results["flops"]["s2vg_update"] > results["flops"]["world_model_update"] > 0
+    assert "| S2VG actor-critic update |" in stdout and "| Pendulum-v1 | 5 |" in stdout
+
+
+def test_value_bias_pendulum_copy_matches_gymnasium_and_runs(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from value_bias import check_against_gymnasium
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    check_against_gymnasium(steps=100)  # raises if the batched dynamics or rewards differ from gymnasium's
+
+    run_script(
+        "value_bias.py", "--horizons", "1", "2", "--seeds", "0", "--steps", "200", "--every", "100", "--states", "4",
+        "--rollouts", "2", "--mc-horizon", "10", "--out", str(tmp_path),
+    )  # fmt: skip
+    with open(tmp_path / "value_bias_H2_seed0.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["step"]) for row in rows] == [100, 200]
+    for row in rows:
+        assert float(row["bias"]) == pytest.approx(float(row["predicted_v"]) - float(row["monte_carlo_v"]), rel=1e-5, abs=1e-4)
+    assert (tmp_path / "value_bias.png").stat().st_size > 0
