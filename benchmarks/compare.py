@@ -229,6 +229,23 @@ def summarize(env_id: str, env_dir: Path, threshold: float | None, report_steps:
     return table
 
 
+def plot_mean_std(ax: Any, seed_runs: list[np.ndarray], x_column: str, legend: str) -> None:
+    """
+    One curve: the mean ± std over seeds of the evaluation return, cut to the shortest seed.
+
+    :param ax: Matplotlib axes
+    :param seed_runs: One structured array (step, train_seconds, return_mean, ...) per seed
+    :param x_column: ``"step"`` or ``"train_seconds"`` (averaged over seeds)
+    :param legend: Label; the number of seeds is appended
+    """
+    length = min(len(run) for run in seed_runs)
+    x = np.mean([run[x_column][:length] for run in seed_runs], axis=0)
+    returns = np.array([run["return_mean"][:length] for run in seed_runs])
+    mean, std = returns.mean(0), returns.std(0)
+    ax.plot(x, mean, label=f"{legend} ({len(seed_runs)} seed{'s' if len(seed_runs) > 1 else ''})")
+    ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+
+
 def plot_curves(env_id: str, runs: dict[str, list[np.ndarray]], env_dir: Path, threshold: float | None, suffix: str = "") -> None:
     import matplotlib
 
@@ -241,11 +258,7 @@ def plot_curves(env_id: str, runs: dict[str, list[np.ndarray]], env_dir: Path, t
     ]:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for algo, seed_runs in runs.items():
-            length = min(len(run) for run in seed_runs)
-            x = np.mean([run[column][:length] for run in seed_runs], axis=0)
-            returns = np.array([run["return_mean"][:length] for run in seed_runs])
-            ax.plot(x, returns.mean(0), label=f"{label(algo)} ({len(seed_runs)} seeds)")
-            ax.fill_between(x, returns.mean(0) - returns.std(0), returns.mean(0) + returns.std(0), alpha=0.2)
+            plot_mean_std(ax, seed_runs, column, label(algo))
         if threshold is not None:
             ax.axhline(threshold, color="gray", linestyle="--", linewidth=1)
         ax.set_xlabel(xlabel)

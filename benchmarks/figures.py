@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from compare import label, load_runs
+from compare import label, load_runs, plot_mean_std
 
 FIGURE1_ENVS = ["Pendulum-v1", "InvertedPendulum-v5", "HalfCheetah-v5", "Hopper-v5"]
 FIGURE1_RUNS = ["s2vg", "sac", "sac_m"]
@@ -24,21 +24,14 @@ FIGURE2A_RUNS = {"s2vg": "H = 1", "s2vg-h2": "H = 2", "s2vg-h5": "H = 5"}
 
 def plot_runs(ax, runs: dict[str, list[np.ndarray]], names: dict[str, str]) -> None:
     """
-    Mean ± std over seeds of each run name in ``names`` (curves cut to the shortest seed).
+    Mean ± std over seeds of each run name in ``names`` that ``runs`` has, against env steps.
 
     :param runs: As returned by ``compare.load_runs``: name -> one structured array (step, return_mean, ...) per seed
     :param names: Run name -> legend label
     """
     for name, legend in names.items():
-        if name not in runs:
-            continue
-        seed_runs = runs[name]
-        length = min(len(run) for run in seed_runs)
-        steps = seed_runs[0]["step"][:length]
-        returns = np.array([run["return_mean"][:length] for run in seed_runs])
-        mean, std = returns.mean(0), returns.std(0)
-        ax.plot(steps, mean, label=f"{legend} ({len(seed_runs)} seed{'s' if len(seed_runs) > 1 else ''})")
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        if name in runs:
+            plot_mean_std(ax, runs[name], "step", legend)
 
 
 def figure1(results: Path) -> Path:

@@ -20,6 +20,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -119,47 +120,36 @@ def measure_updates(
     sac = SAC(
         "MlpPolicy", env_id, learning_starts=1000, batch_size=batch, policy_kwargs=dict(net_arch=hidden), device=device, seed=0
     )
-    s2vg = S2VG(
-        "MlpPolicy",
-        env_id,
-        learning_starts=1000,
-        batch_size=batch,
-        model_batch_size=batch,
-        policy_kwargs=dict(net_arch=hidden),
-        device=device,
-        seed=0,
-    )
-    sac.learn(1001)
-    s2vg.learn(1001)
-    s2vg_compiled = None
-    if compiled:
-        s2vg_compiled = S2VG(
+
+    def make_s2vg(compile_losses: bool) -> S2VG:
+        model = S2VG(
             "MlpPolicy", env_id, learning_starts=1000, batch_size=batch, model_batch_size=batch,
-            policy_kwargs=dict(net_arch=hidden), device=device, seed=0, compile_losses=True,
+            policy_kwargs=dict(net_arch=hidden), device=device, seed=0, compile_losses=compile_losses,
         )  # fmt: skip
-        s2vg_compiled.learn(1001)  # compiles the losses
+        model.learn(1001)  # fills the buffer (and compiles the losses when asked)
+        return model
+
+    def updates_of(model: S2VG) -> Callable[[int], None]:
+        def actor_critic_updates(n: int) -> None:
+            for _ in range(n):
+                model._actor_critic_update(model.replay_buffer.sample(batch))
+                model._update_value_target()
+
+        return actor_critic_updates
+
+    sac.learn(1001)
+    s2vg = make_s2vg(compile_losses=False)
 
     def sac_steps(n: int) -> None:
         sac.train(gradient_steps=n, batch_size=batch)
-
-    def s2vg_updates(n: int) -> None:
-        for _ in range(n):
-            s2vg._actor_critic_update(s2vg.replay_buffer.sample(batch))
-            s2vg._update_value_target()
-
-    def s2vg_compiled_updates(n: int) -> None:
-        assert s2vg_compiled is not None
-        for _ in range(n):
-            s2vg_compiled._actor_critic_update(s2vg_compiled.replay_buffer.sample(batch))
-            s2vg_compiled._update_value_target()
 
     def model_updates(n: int) -> None:
         for _ in range(n):
             s2vg._train_world_model()
 
-    functions = {"sac_step": sac_steps, "s2vg_update": s2vg_updates, "world_model_update": model_updates}
+    functions = {"sac_step": sac_steps, "s2vg_update": updates_of(s2vg), "world_model_update": model_updates}
     if compiled:
-        functions["s2vg_compiled_update"] = s2vg_compiled_updates
+        functions["s2vg_compiled_update"] = updates_of(make_s2vg(compile_losses=True))
     times: dict[str, list[float]] = {key: [] for key in functions}
     for function in functions.values():  # warm-up
         function(5)

@@ -146,7 +146,7 @@ def save_replay_buffer_compact(buffer: Any, path: Path) -> None:
 
     filled = buffer.buffer_size if buffer.full else buffer.pos
     arrays = {
-        name: {key: array[:filled].copy() for key, array in value.items()} if isinstance(value, dict) else value[:filled].copy()
+        name: {key: array[:filled] for key, array in value.items()} if isinstance(value, dict) else value[:filled]
         for name, value in _buffer_arrays(buffer).items()
     }
     with gzip.open(path, "wb", compresslevel=3) as file:
