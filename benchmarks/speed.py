@@ -12,6 +12,11 @@ dense fp32 matmul rate in the same run, and reports which fraction of it each up
 
     python benchmarks/speed.py                       # HalfCheetah-v5, batch 256, 1 torch thread, CPU (+ CUDA if present)
     python benchmarks/speed.py --env Pendulum-v1 --rounds 5 --out benchmarks/results/speed
+    python benchmarks/speed.py --clock cpu          # CPU time of this process: unaffected by other processes
+
+``--clock wall`` (default) times with ``time.perf_counter``; ``--clock cpu`` with ``time.process_time``, the CPU
+seconds this process used, which other processes sharing the cores do not inflate (CPU device only; the CUDA
+timings stay wall-clock).
 
 Prints a markdown table and writes it (and JSON) under ``--out``.
 """
@@ -30,6 +35,14 @@ import torch as th
 from stable_baselines3 import SAC
 
 from sb3_s2vg import S2VG
+
+#: The clock of CPU timings (``--clock``): wall-clock or this process's CPU time
+CPU_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+_cpu_clock = time.perf_counter
+
+
+def _clock(device: th.device) -> Callable[[], float]:
+    return _cpu_clock if device.type == "cpu" else time.perf_counter
 
 
 def linear_flops(dims: list[int], batch: int, forward: bool = True, weight_grads: bool = False, input_grads: str = "none") -> int:
@@ -94,11 +107,12 @@ def dense_matmul_rate(device: th.device, size: int = 1024, repeats: int = 20) ->
     for _ in range(3):
         a @ b
     _sync(device)
-    start = time.perf_counter()
+    clock = _clock(device)
+    start = clock()
     for _ in range(repeats):
         a @ b
     _sync(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+    return 2 * size**3 * repeats / (clock() - start)
 
 
 def _sync(device: th.device) -> None:
@@ -108,10 +122,11 @@ def _sync(device: th.device) -> None:
 
 def _timed(function, repeats: int, device: th.device) -> float:
     _sync(device)
-    start = time.perf_counter()
+    clock = _clock(device)
+    start = clock()
     function(repeats)
     _sync(device)
-    return (time.perf_counter() - start) / repeats
+    return (clock() - start) / repeats
 
 
 def measure_updates(
@@ -178,9 +193,10 @@ def measure_learn(env_id: str, device: th.device, steps: int, s2vg_kwargs: dict[
         ("s2vg", lambda: S2VG("MlpPolicy", env_id, device=device, seed=0, **s2vg_kwargs)),
     ]:
         model = make()
-        start = time.perf_counter()
+        clock = _clock(device)
+        start = clock()
         model.learn(steps)
-        rates[name] = steps / (time.perf_counter() - start)
+        rates[name] = steps / (clock() - start)
     return rates
 
 
@@ -197,12 +213,17 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed")
     parser.add_argument("--compile", action="store_true", help="Also time updates with compile_losses=True")
+    parser.add_argument("--clock", choices=sorted(CPU_CLOCKS), default="wall", help="Clock of the CPU timings")
     args = parser.parse_args()
+    global _cpu_clock
+    _cpu_clock = CPU_CLOCKS[args.clock]
     th.set_num_threads(args.threads)
     from sb3_s2vg.zoo import load_hyperparams
 
     devices = [th.device(d) for d in args.devices if d == "cpu" or th.cuda.is_available()]
-    results: dict[str, Any] = {"env": args.env, "batch_size": args.batch_size, "hidden": args.hidden, "threads": args.threads}
+    results: dict[str, Any] = {
+        "env": args.env, "batch_size": args.batch_size, "hidden": args.hidden, "threads": args.threads, "clock": args.clock
+    }  # fmt: skip
     lines = []
     for device in devices:
         rate = dense_matmul_rate(device)
@@ -214,7 +235,8 @@ def main() -> None:
         results[device.type] = {"dense_matmul_flops_per_s": rate, **updates, "learn_env_steps_per_s": learn}
         seconds, flops = updates["seconds"], updates["flops"]
         lines += [
-            f"### {device.type}: {args.env}, batch {args.batch_size}, layers {args.hidden}, {args.threads} torch thread(s)",
+            f"### {device.type}: {args.env}, batch {args.batch_size}, layers {args.hidden}, {args.threads} torch thread(s), "
+            f"{'process CPU time' if device.type == 'cpu' and args.clock == 'cpu' else 'wall-clock'}",
             "",
             "| what | ms | × SAC step | GFLOP per call | GFLOP/s | fraction of dense matmul rate |",
             "|---|---|---|---|---|---|",

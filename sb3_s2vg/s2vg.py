@@ -16,6 +16,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
+from sb3_s2vg.layers import replace_relu_with_float_mask
 from sb3_s2vg.policies import (
     BatchedContinuousCritic,
     MlpPolicy,
@@ -112,7 +113,7 @@ class S2VG(OffPolicyAlgorithm):
         imagined transitions never terminate, which is right for Pendulum and HalfCheetah.
     :param compile_losses: Compile the loss computations of eq. 7, 8 and 10-11 (forward and backward) with
         ``torch.compile``; opt-in: it needs a C++ compiler (CPU) or Triton (CUDA), takes tens of seconds to compile
-        and was measured slower than eager mode on CPU (README, speed)
+        and ties eager mode on CPU (README, Speed); ReLU modules become ``FloatMaskReLU`` (same values) for it
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
     :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling during the warm up phase
@@ -300,6 +301,8 @@ class S2VG(OffPolicyAlgorithm):
         self._policy_step_frozen_parameters = [*self.world_model.parameters(), *self._value_parameters]
         self._loss_functions = {"critic": self._critic_loss, "value": self._value_loss, "actor": self._actor_loss}
         if self.compile_losses:
+            # Same values and gradients as nn.ReLU, but no boolean masks in the compiled graphs (slow on CPU)
+            replace_relu_with_float_mask(self.policy)
             self._loss_functions = {name: th.compile(function) for name, function in self._loss_functions.items()}
 
     def _update_learning_rates(self) -> None:

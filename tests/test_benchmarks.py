@@ -51,8 +51,9 @@ def test_speed_reports_ratios_and_flops(tmp_path):
     stdout = run_script(
         "speed.py", "--env", "Pendulum-v1", "--hidden", "16", "16", "--batch-size", "16", "--rounds", "1",
         "--repeats", "2", "--learn-envs", "Pendulum-v1", "--learn-steps", "150", "--devices", "cpu",
-        "--out", str(tmp_path),
+        "--clock", "cpu", "--out", str(tmp_path),
     )  # fmt: skip
+    assert "process CPU time" in stdout
     results = json.loads((tmp_path / "speed.json").read_text())["cpu"]
     assert set(results["seconds"]) == {"sac_step", "s2vg_update", "world_model_update"}
     assert all(seconds > 0 for seconds in results["seconds"].values())

@@ -134,3 +134,20 @@ def test_compiled_losses_match_eager_losses_and_gradients(tmp_path):
     compiled.learn(20, reset_num_timesteps=False)
     compiled.save(tmp_path / "compiled")  # the compiled functions are rebuilt on load, not saved
     assert S2VG.load(tmp_path / "compiled").compile_losses
+
+
+def test_float_mask_relu_matches_relu_values_and_gradients():
+    """FloatMaskReLU, used on the compiled path, has nn.ReLU's values and gradients, zeros included."""
+    from sb3_s2vg.layers import FloatMaskReLU, replace_relu_with_float_mask
+
+    x = th.tensor([[-2.0, -0.0, 0.0, 1e-8, 3.0]] * 2, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    grad = th.tensor([[1.0, -2.0, 3.0, -4.0, 5.0], [0.5, 0.5, -0.5, 7.0, -1.0]])
+    y, y_ref = FloatMaskReLU()(x), nn.ReLU()(x_ref)
+    assert th.equal(y, y_ref)
+    y.backward(grad)
+    y_ref.backward(grad)
+    assert th.equal(x.grad, x_ref.grad)
+    network = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    assert replace_relu_with_float_mask(network) == 2
+    assert not any(isinstance(module, nn.ReLU) for module in network.modules())
