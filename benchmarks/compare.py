@@ -79,12 +79,14 @@ def algorithm_class(algo: str):
     raise ValueError(f"Unknown algo {algo!r}, expected one of {ALGOS}")
 
 
-def make_model(algo: str, env_id: str, seed: int, s2vg_kwargs: dict[str, Any]):
-    """Build the agent of one run: S2VG with ``s2vg_kwargs``, the baselines with their defaults."""
+def make_model(algo: str, env_id: str, seed: int, s2vg_kwargs: dict[str, Any], baseline_kwargs: dict[str, Any] | None = None):
+    """Build the agent of one run: S2VG with ``s2vg_kwargs``, the baselines with their defaults and ``baseline_kwargs``."""
     kwargs: dict[str, Any] = dict(seed=seed)
     if algo == "s2vg":
         kwargs.update(s2vg_kwargs)
-    elif algo == "sac_m":
+    else:
+        kwargs.update(baseline_kwargs or {})
+    if algo == "sac_m":
         kwargs["gradient_steps"] = s2vg_kwargs.get("actor_critic_updates", 5)
     return algorithm_class(algo)("MlpPolicy", make_env(env_id), **kwargs)
 
@@ -101,6 +103,7 @@ def run_one(
     checkpoint_every: int = 0,
     resume: bool = False,
     tag: str = "",
+    baseline_kwargs: dict[str, Any] | None = None,
 ) -> str:
     """
     Train one agent, evaluating every ``eval_every`` steps, checkpointing every ``checkpoint_every`` steps (exactly:
@@ -127,7 +130,7 @@ def run_one(
         print(f"{env_id} {name}: resumed at step {model.num_timesteps}", flush=True)
     else:
         eval_env.reset(seed=10_000 + seed)
-        model = make_model(algo, env_id, seed, s2vg_kwargs)
+        model = make_model(algo, env_id, seed, s2vg_kwargs, baseline_kwargs)
 
     class EvalCheckpointCallback(BaseCallback):
         def __init__(self) -> None:
@@ -289,6 +292,9 @@ def main() -> None:
         help="S2VG's settings: the package's rl-zoo file (Table 2 per environment) or the constructor defaults",
     )
     parser.add_argument("--s2vg-kwargs", default="{}", help="Python dict literal that overrides the zoo hyperparameters")
+    parser.add_argument(
+        "--baseline-kwargs", default="{}", help="Python dict literal of constructor arguments for every baseline (SAC, ...)"
+    )
     parser.add_argument("--summary-only", action="store_true", help="Only aggregate the CSV files already written")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="Exact checkpoint every N env steps (0: never)")
     parser.add_argument("--resume", action="store_true", help="Continue each run from its last checkpoint, if any")
@@ -319,6 +325,7 @@ def main() -> None:
                     args.checkpoint_every,
                     args.resume,
                     args.tag,
+                    eval(args.baseline_kwargs),
                 )
                 for algo, seed in jobs
             ]

@@ -79,3 +79,16 @@ def test_value_bias_pendulum_copy_matches_gymnasium_and_runs(tmp_path):
     for row in rows:
         assert float(row["bias"]) == pytest.approx(float(row["predicted_v"]) - float(row["monte_carlo_v"]), rel=1e-5, abs=1e-4)
     assert (tmp_path / "value_bias.png").stat().st_size > 0
+
+
+def test_compare_builds_baselines_with_baseline_kwargs():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from compare import make_model
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    small = dict(policy_kwargs=dict(net_arch=[8, 8]))
+    sac_m = make_model("sac_m", "Pendulum-v1", 0, dict(actor_critic_updates=3), small)
+    assert sac_m.gradient_steps == 3 and sac_m.policy.actor.latent_pi[0].out_features == 8
+    s2vg = make_model("s2vg", "Pendulum-v1", 0, {}, small)  # the baseline arguments do not reach S2VG
+    assert s2vg.policy.resolved_net_arch["pi"] == [256, 256]
