@@ -307,6 +307,7 @@ def main() -> None:
     if not args.summary_only:
         base = paper_s2vg_kwargs(args.env) if args.hyperparams == "zoo" else {}
         s2vg_kwargs = {**base, **eval(args.s2vg_kwargs)}
+        baseline_kwargs = eval(args.baseline_kwargs)
         print(f"S2VG hyperparameters: {s2vg_kwargs}")
         jobs = [(algo, seed) for seed in args.seeds for algo in args.algos]
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -325,7 +326,7 @@ def main() -> None:
                     args.checkpoint_every,
                     args.resume,
                     args.tag,
-                    eval(args.baseline_kwargs),
+                    baseline_kwargs,
                 )
                 for algo, seed in jobs
             ]
