@@ -71,9 +71,14 @@ def _reference_gradients(model: S2VG, data, seed: int):
     return (critic_loss, value_loss, actor_loss), batched_q_grads, v_grads, actor_grads
 
 
+@pytest.mark.parametrize("manual_gradients", [True, False])
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "HalfCheetah-v5"])
-def test_optimised_update_matches_reference_losses_and_gradients(env_id):
-    model = S2VG("MlpPolicy", env_id, learning_starts=100, batch_size=64, seed=0, policy_kwargs=dict(net_arch=[64, 64]))
+def test_optimised_update_matches_reference_losses_and_gradients(env_id, manual_gradients):
+    model = S2VG(
+        "MlpPolicy", env_id, learning_starts=100, batch_size=64, seed=0, policy_kwargs=dict(net_arch=[64, 64]),
+        manual_gradients=manual_gradients,
+    )  # fmt: skip
+    assert (model._manual_gradients is not None) == manual_gradients
     model.learn(120)
     data = model.replay_buffer.sample(64)
     (critic_loss, value_loss, actor_loss), q_grads, v_grads, actor_grads = _reference_gradients(model, data, seed=3)

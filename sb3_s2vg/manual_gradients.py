@@ -1,0 +1,371 @@
+"""
+Hand-derived forward and backward passes of one S2VG actor-critic update (eq. 7, 8 and 10-11 of the paper).
+
+Autograd records every operation of the update and replays it backwards, which on a CPU costs about as much
+as the arithmetic itself for networks of this size (hundreds of small operations per update). This module
+computes the same losses and the same gradients with explicit matrix products:
+
+- the gradients are written in place into each parameter's ``.grad`` (no accumulation, no ``zero_grad``);
+- ReLU backward masks the incoming gradient in place, and biases are added in place after each product
+  (no broadcast copy of the bias into every output);
+- the policy gradient of eq. 11 passes through the world model and V as input gradients only (their weight
+  gradients are never formed, as with autograd and frozen parameters).
+
+It covers the common configuration: vector (``Box``) observations read through SB3's ``FlattenExtractor``, ReLU
+networks, no gSDE, and a termination signal that is absent, learned (a classifier) or a known function whose
+output carries no gradient. ``ManualActorCriticGradients.unsupported_reason`` says why another configuration
+falls back to autograd. ``tests/test_manual_gradients.py`` checks losses and gradients against autograd.
+"""
+
+import math
+
+import torch as th
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_s2vg.layers import BatchedMLP
+from sb3_s2vg.world_model import MAX_LOG_STD, MIN_LOG_STD, RunningNormalizer, WorldModel
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _linear_layers(sequential: nn.Module) -> list[nn.Linear] | None:
+    """The ``nn.Linear`` layers of ``Linear, ReLU, Linear, ReLU, ..., Linear[, ReLU]``, or None for other shapes."""
+    if not isinstance(sequential, nn.Sequential):
+        return None
+    modules = list(sequential)
+    linears = modules[0::2]
+    activations = modules[1::2]
+    if not all(type(m) is nn.Linear for m in linears) or not all(type(m) is nn.ReLU for m in activations):
+        return None
+    return linears  # type: ignore[return-value]
+
+
+class _Mlp:
+    """
+    A ReLU MLP seen as its weight and bias tensors (shared with the module, so always current).
+
+    :param linears: Its ``nn.Linear`` layers, a ReLU after each but the last (and after the last with
+        ``final_relu``)
+    :param final_relu: Whether the network ends with a ReLU
+    """
+
+    def __init__(self, linears: list[nn.Linear], final_relu: bool = False):
+        self.weights = [layer.weight for layer in linears]  # (out, in) each
+        self.biases = [layer.bias for layer in linears]  # (out,) each
+        self.final_relu = final_relu
+
+    def forward(self, x: th.Tensor, saved: list[th.Tensor] | None = None) -> th.Tensor:
+        """
+        :param x: Input of shape (batch, in)
+        :param saved: When given, receives the input of every layer (what the backward pass needs)
+        :return: Output of shape (batch, out)
+        """
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if saved is not None:
+                saved.append(x)
+            x = F.linear(x, weight).add_(bias)
+            if index < last or self.final_relu:
+                x = x.relu_()
+        return x
+
+    def backward(self, grad: th.Tensor, saved: list[th.Tensor], weight_grads: bool, input_grad: bool) -> th.Tensor | None:
+        """
+        :param grad: Gradient of the loss with respect to the last product's output (before a final ReLU),
+            shape (batch, out); consumed (modified in place)
+        :param saved: The layer inputs saved by ``forward``
+        :param weight_grads: Write the weight and bias gradients into their ``.grad``
+        :param input_grad: Return the gradient with respect to the input, shape (batch, in)
+        :return: The input gradient, or None
+        """
+        for index in reversed(range(len(self.weights))):
+            layer_input = saved[index]
+            if weight_grads:
+                weight, bias = self.weights[index], self.biases[index]
+                th.mm(grad.t(), layer_input, out=_grad_of(weight))
+                th.sum(grad, dim=0, out=_grad_of(bias))
+            if index == 0 and not input_grad:
+                return None
+            grad = th.mm(grad, self.weights[index])
+            if index > 0:  # through the ReLU whose output is this layer's input
+                _relu_backward_(grad, layer_input)
+        return grad
+
+
+class _BatchedMlp:
+    """
+    ``BatchedMLP`` seen as its stacked weight (members, in, out) and bias (members, 1, out) tensors.
+
+    :param module: The batched networks
+    """
+
+    def __init__(self, module: BatchedMLP):
+        self.weights = list(module.weights)
+        self.biases = list(module.biases)
+        self.n_members = module.n_members
+
+    def forward(self, x: th.Tensor, saved: list[th.Tensor] | None = None) -> th.Tensor:
+        """
+        :param x: Input shared by every member, shape (batch, in)
+        :param saved: When given, receives the input of every layer
+        :return: Output of shape (members, batch, out)
+        """
+        x = x.unsqueeze(0).expand(self.n_members, *x.shape)
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if saved is not None:
+                saved.append(x)
+            x = th.bmm(x, weight).add_(bias)
+            if index < last:
+                x = x.relu_()
+        return x
+
+    def backward_weights(self, grad: th.Tensor, saved: list[th.Tensor]) -> None:
+        """
+        Write the weight and bias gradients into their ``.grad``.
+
+        :param grad: Gradient with respect to the output, shape (members, batch, out); consumed
+        :param saved: The layer inputs saved by ``forward``
+        """
+        for index in reversed(range(len(self.weights))):
+            layer_input = saved[index]
+            th.bmm(layer_input.transpose(1, 2), grad, out=_grad_of(self.weights[index]))
+            th.sum(grad, dim=1, keepdim=True, out=_grad_of(self.biases[index]))
+            if index == 0:
+                return
+            grad = th.bmm(grad, self.weights[index].transpose(1, 2))
+            _relu_backward_(grad, layer_input)
+
+
+def _grad_of(parameter: th.Tensor) -> th.Tensor:
+    """The parameter's ``.grad`` buffer, created (zeros) when it does not exist yet."""
+    if parameter.grad is None:
+        parameter.grad = th.zeros_like(parameter)
+    return parameter.grad
+
+
+def _relu_backward_(grad: th.Tensor, relu_output: th.Tensor) -> None:
+    """In place: zero ``grad`` where the ReLU output is zero (the ReLU derivative, as autograd computes it)."""
+    th.ops.aten.threshold_backward.grad_input(grad, relu_output, 0.0, grad_input=grad)
+
+
+def _soft_clamp_log_std(raw_log_std: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """
+    ``GaussianHead``'s soft clamp into [``MIN_LOG_STD``, ``MAX_LOG_STD``] and its derivative.
+
+    :param raw_log_std: Shape (batch, dim)
+    :return: The clamped log standard deviation and d(clamped)/d(raw), both of shape (batch, dim)
+    """
+    upper = MAX_LOG_STD - F.softplus(MAX_LOG_STD - raw_log_std)
+    log_std = MIN_LOG_STD + F.softplus(upper - MIN_LOG_STD)
+    # softplus'(x) = sigmoid(x) (softplus is linear above its threshold 20, where sigmoid rounds to 1 in fp32)
+    derivative = th.sigmoid(upper - MIN_LOG_STD).mul_(th.sigmoid(MAX_LOG_STD - raw_log_std))
+    return log_std, derivative
+
+
+class _GaussianHeadPass:
+    """
+    One reparameterised sample of a ``GaussianHead`` with what its backward pass needs.
+
+    :param head: The head's MLP (outputs the mean and the raw log standard deviation side by side)
+    :param output_dim: Dimension of the predicted Gaussian
+    :param inputs: Input of shape (batch, in)
+    """
+
+    def __init__(self, head: _Mlp, output_dim: int, inputs: th.Tensor):
+        self.mlp = head
+        self.saved: list[th.Tensor] = []
+        self.mean, raw_log_std = head.forward(inputs, self.saved).split(output_dim, dim=-1)
+        log_std, self.log_std_derivative = _soft_clamp_log_std(raw_log_std)
+        self.std = log_std.exp()
+
+    def sample(self) -> th.Tensor:
+        """:return: ``mean + std * ζ``, ζ ~ N(0, 1), shape (batch, dim) (draws ζ)"""
+        self.noise = th.randn_like(self.mean)
+        return self.mean + self.std * self.noise
+
+    def input_grad(self, grad_sample: th.Tensor) -> th.Tensor:
+        """
+        :param grad_sample: Gradient with respect to the sample, shape (batch, dim)
+        :return: Gradient with respect to the head's input, shape (batch, in)
+        """
+        grad_raw_log_std = grad_sample * self.std * self.noise * self.log_std_derivative
+        grad_output = th.cat([grad_sample, grad_raw_log_std], dim=1)
+        return self.mlp.backward(grad_output, self.saved, weight_grads=False, input_grad=True)  # type: ignore[return-value]
+
+
+def _normalizer_scale(normalizer: RunningNormalizer) -> th.Tensor | None:
+    return normalizer.std if normalizer.enabled else None
+
+
+class ManualActorCriticGradients:
+    """
+    The gradients of one S2VG actor-critic update, computed by hand: eq. 7 into the Q networks, eq. 8 into V
+    and eq. 11 into the policy, left in each parameter's ``.grad``. Same numbers as autograd on the same
+    batch and random stream (up to floating-point summation order).
+
+    :param actor: SB3's SAC actor (ReLU ``latent_pi``, ``mu`` and ``log_std`` heads, no gSDE)
+    :param critic_networks: The twin Q networks (``BatchedContinuousCritic.q_networks``)
+    :param value_net: V's MLP (``ValueNetwork.v_net``)
+    :param value_target: The target V's MLP
+    :param world_model: The world model (its ``termination_fn`` is read at every call)
+    :param gamma: Discount factor
+    """
+
+    def __init__(
+        self,
+        actor: Actor,
+        critic_networks: BatchedMLP,
+        value_net: nn.Sequential,
+        value_target: nn.Sequential,
+        world_model: WorldModel,
+        gamma: float,
+    ):
+        self.actor = _Mlp(_linear_layers(actor.latent_pi), final_relu=True)  # type: ignore[arg-type]
+        self.mean_head = _Mlp([actor.mu])  # type: ignore[list-item]
+        self.log_std_head = _Mlp([actor.log_std])  # type: ignore[list-item]
+        self.critic = _BatchedMlp(critic_networks)
+        self.value = _Mlp(_linear_layers(value_net))  # type: ignore[arg-type]
+        self.value_target = _Mlp(_linear_layers(value_target))  # type: ignore[arg-type]
+        self.world_model = world_model
+        self.dynamics = _Mlp(_linear_layers(world_model.dynamics.net))  # type: ignore[arg-type]
+        self.reward = _Mlp(_linear_layers(world_model.reward.net))  # type: ignore[arg-type]
+        self.termination = _Mlp(_linear_layers(world_model.termination)) if world_model.termination is not None else None  # type: ignore[arg-type]
+        self.gamma = gamma
+
+    @staticmethod
+    def unsupported_reason(actor: Actor, critic: nn.Module, value_net: nn.Module, world_model: WorldModel) -> str | None:
+        """
+        :return: Why this configuration needs autograd, or None when the hand-derived update covers it
+        """
+        if actor.use_sde:
+            return "gSDE"
+        for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:
+            if type(module.features_extractor) is not FlattenExtractor:  # type: ignore[attr-defined]
+                return f"the {name}'s features extractor is not a FlattenExtractor"
+        networks = [actor.latent_pi, value_net.v_net, world_model.dynamics.net, world_model.reward.net]  # type: ignore[attr-defined]
+        if world_model.termination is not None:
+            networks.append(world_model.termination)
+        if any(_linear_layers(network) is None for network in networks) or type(critic.q_networks.activation) is not nn.ReLU:  # type: ignore[attr-defined]
+            return "a network is not a plain Linear/ReLU MLP"
+        if type(actor.mu) is not nn.Linear or type(actor.log_std) is not nn.Linear:
+            return "the actor's heads are not nn.Linear"
+        if world_model.termination_fn is not None:
+            probe = th.zeros(1, world_model.obs_dim, requires_grad=True)
+            done = world_model.termination_fn(probe, th.zeros(1, world_model.action_dim), probe)
+            if isinstance(done, th.Tensor) and done.requires_grad:
+                return "termination_fn is differentiable"
+        return None
+
+    @th.no_grad()
+    def __call__(
+        self,
+        observations: th.Tensor,
+        actions: th.Tensor,
+        rewards: th.Tensor,
+        next_observations: th.Tensor,
+        dones: th.Tensor,
+        ent_coef: th.Tensor,
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """
+        Losses and gradients of one update on a batch of real transitions (H = 1: the Q targets are
+        r + γ (1 − d) V_ψ̄(s')).
+
+        :param observations: Flat observations, shape (batch, obs_dim), float32
+        :param actions: Actions of the transitions, shape (batch, action_dim), in [-1, 1]
+        :param rewards: Shape (batch, 1)
+        :param next_observations: Flat next observations, shape (batch, obs_dim), float32
+        :param dones: Terminations (not time-outs), shape (batch, 1)
+        :param ent_coef: α, a scalar tensor
+        :return: Critic, value and actor losses (scalars) and the log-probabilities of the sampled policy
+            actions, shape (batch, 1)
+        """
+        batch_size = observations.shape[0]
+        # ----- the policy's reparameterised action a = tanh(μ + σ η) and log π(a|s), as S2VG._sample_actions
+        actor_saved: list[th.Tensor] = []
+        latent = self.actor.forward(observations, actor_saved)
+        mean = self.mean_head.forward(latent)
+        raw_log_std = self.log_std_head.forward(latent)
+        log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        noise = th.empty_like(mean).normal_()
+        std = log_std.exp()
+        actions_pi = th.tanh(mean + std * noise)
+        squash_term = 1.0 - actions_pi.square() + 1e-6
+        log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(dim=1, keepdim=True)
+        log_prob = log_prob - th.log(squash_term).sum(dim=1, keepdim=True)
+
+        # ----- eq. 7 with H = 1: ½ Σ_i E[(Q_i(s, a) − y)²], y = r + γ (1 − d) V_ψ̄(s'); gradient (Q_i − y) / n
+        targets = rewards + self.gamma * (1.0 - dones) * self.value_target.forward(next_observations)
+        critic_saved: list[th.Tensor] = []
+        residuals = self.critic.forward(th.cat([observations, actions], dim=1), critic_saved) - targets
+        critic_loss = 0.5 * residuals.square().sum() / batch_size
+        self.critic.backward_weights(residuals.div_(batch_size), critic_saved)
+
+        # ----- eq. 8: ½ E[(V(s) − (min_i Q_i(s, a) − α log π(a|s)))²] with a ~ π(s), gradient into V
+        q_pi = self.critic.forward(th.cat([observations, actions_pi], dim=1))
+        value_targets = q_pi.min(dim=0).values - ent_coef * log_prob
+        value_saved: list[th.Tensor] = []
+        value_residuals = self.value.forward(observations, value_saved) - value_targets
+        value_loss = 0.5 * value_residuals.square().mean()
+        self.value.backward(value_residuals.div_(batch_size), value_saved, weight_grads=True, input_grad=False)
+
+        # ----- eq. 10-11: −E[r̂(s, a) − α log π(a|s) + γ (1 − d̂) V(f(s, a))], through the model and V into π
+        world_model = self.world_model
+        model_inputs = th.cat([world_model.obs_normalizer.normalize(observations), actions_pi], dim=1)
+        dynamics = _GaussianHeadPass(self.dynamics, world_model.obs_dim, model_inputs)
+        reward = _GaussianHeadPass(self.reward, 1, model_inputs)
+        model_next_observations = world_model.dynamics_target_normalizer.denormalize(dynamics.sample())
+        if world_model.predict_delta:
+            model_next_observations = model_next_observations + observations
+        model_rewards = world_model.reward_normalizer.denormalize(reward.sample())
+        termination_saved: list[th.Tensor] = []
+        done_probabilities = None
+        model_dones = None
+        if world_model.termination_fn is not None:
+            model_dones = world_model.termination_fn(observations, actions_pi, model_next_observations)
+            model_dones = model_dones.reshape(-1, 1).to(model_rewards.dtype)
+        elif self.termination is not None:
+            done_probabilities = th.sigmoid(self.termination.forward(model_inputs, termination_saved))
+            model_dones = done_probabilities
+        next_value_saved: list[th.Tensor] = []
+        next_values = self.value.forward(model_next_observations, next_value_saved)
+        alive = None if model_dones is None else 1.0 - model_dones
+        discounted = self.gamma * (next_values if alive is None else alive * next_values)
+        actor_loss = -(model_rewards - ent_coef * log_prob + discounted).mean()
+
+        grad_next_values = th.full_like(next_values, -self.gamma / batch_size)
+        if alive is not None:
+            grad_next_values = grad_next_values * alive
+        grad_next_observations = self.value.backward(grad_next_values, next_value_saved, weight_grads=False, input_grad=True)
+        dynamics_scale = _normalizer_scale(world_model.dynamics_target_normalizer)
+        if dynamics_scale is not None:
+            grad_next_observations = grad_next_observations * dynamics_scale  # type: ignore[operator]
+        grad_inputs = dynamics.input_grad(grad_next_observations)  # type: ignore[arg-type]
+        grad_rewards = th.full_like(model_rewards, -1.0 / batch_size)
+        reward_scale = _normalizer_scale(world_model.reward_normalizer)
+        if reward_scale is not None:
+            grad_rewards = grad_rewards * reward_scale
+        grad_inputs = grad_inputs + reward.input_grad(grad_rewards)
+        if done_probabilities is not None:
+            assert self.termination is not None
+            # d(−γ (1 − p) V / n)/dp = γ V / n, and dp/dlogit = p (1 − p)
+            grad_logits = next_values * (self.gamma / batch_size) * done_probabilities * (1.0 - done_probabilities)
+            grad_inputs = grad_inputs + self.termination.backward(
+                grad_logits, termination_saved, weight_grads=False, input_grad=True
+            )  # type: ignore[operator]
+
+        # through the squashed Gaussian: a = tanh(u), u = μ + σ η, log π = Σ(−η²/2 − log σ − c) − Σ log(1 − a² + ε)
+        grad_log_prob = ent_coef / batch_size
+        grad_actions = grad_inputs[:, world_model.obs_dim :] + grad_log_prob * 2.0 * actions_pi / squash_term
+        grad_pre_squash = grad_actions * (1.0 - actions_pi.square())
+        grad_log_std = grad_pre_squash * std * noise - grad_log_prob
+        grad_log_std = grad_log_std * ((raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX))
+        latent_saved = [latent]
+        grad_latent = self.mean_head.backward(grad_pre_squash, latent_saved, weight_grads=True, input_grad=True)
+        grad_latent = grad_latent + self.log_std_head.backward(grad_log_std, latent_saved, weight_grads=True, input_grad=True)  # type: ignore[operator]
+        _relu_backward_(grad_latent, latent)  # type: ignore[arg-type]
+        self.actor.backward(grad_latent, actor_saved, weight_grads=True, input_grad=False)  # type: ignore[arg-type]
+        return critic_loss, value_loss, actor_loss, log_prob
