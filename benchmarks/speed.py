@@ -2,8 +2,9 @@
 Speed of S2VG against SB3's SAC, measured in one process, interleaved, on the same machine:
 
 (a) one SB3 SAC gradient step (``SAC.train(gradient_steps=K) / K``: replay sampling included),
-(b) one S2VG actor-critic update (replay sampling, eq. 7, 8, 10-11 gradients, optimizer steps, Polyak) and one
-    world-model update, with the same batch size and layer sizes,
+(b) one S2VG actor-critic update (replay sampling, eq. 7, 8, 10-11 gradients, optimizer steps, Polyak) with its
+    hand-derived gradients (the default), the same with autograd (``manual_gradients=False``), and one world-model
+    update, with the same batch size and layer sizes,
 (c) env steps per second of whole ``learn()`` runs of both at the paper's m.
 
 It also counts the FLOPs of each update from the layer sizes (matrix products only: 2·batch·in·out per forward
@@ -141,10 +142,10 @@ def measure_updates(
         "MlpPolicy", env_id, learning_starts=1000, batch_size=batch, policy_kwargs=dict(net_arch=hidden), device=device, seed=0
     )
 
-    def make_s2vg(compile_losses: bool) -> S2VG:
+    def make_s2vg(**kwargs: Any) -> S2VG:
         model = S2VG(
             "MlpPolicy", env_id, learning_starts=1000, batch_size=batch, model_batch_size=batch,
-            policy_kwargs=dict(net_arch=hidden), device=device, seed=0, compile_losses=compile_losses,
+            policy_kwargs=dict(net_arch=hidden), device=device, seed=0, **kwargs,
         )  # fmt: skip
         model.learn(1001)  # fills the buffer (and compiles the losses when asked)
         return model
@@ -158,7 +159,7 @@ def measure_updates(
         return actor_critic_updates
 
     sac.learn(1001)
-    s2vg = make_s2vg(compile_losses=False)
+    s2vg = make_s2vg()
 
     def sac_steps(n: int) -> None:
         sac.train(gradient_steps=n, batch_size=batch)
@@ -167,7 +168,12 @@ def measure_updates(
         for _ in range(n):
             s2vg._train_world_model()
 
-    functions = {"sac_step": sac_steps, "s2vg_update": updates_of(s2vg), "world_model_update": model_updates}
+    functions = {
+        "sac_step": sac_steps,
+        "s2vg_update": updates_of(s2vg),
+        "s2vg_autograd_update": updates_of(make_s2vg(manual_gradients=False)),
+        "world_model_update": model_updates,
+    }
     if compiled:
         functions["s2vg_compiled_update"] = updates_of(make_s2vg(compile_losses=True))
     times: dict[str, list[float]] = {key: [] for key in functions}
@@ -185,8 +191,9 @@ def measure_updates(
         "s2vg_update": s2vg_update_flops(obs_dim, action_dim, arch, batch),
         "world_model_update": world_model_update_flops(obs_dim, action_dim, arch, batch),
     }
-    if compiled:
-        flops["s2vg_compiled_update"] = flops["s2vg_update"]
+    for variant in ("s2vg_autograd_update", "s2vg_compiled_update"):
+        if variant in medians:
+            flops[variant] = flops["s2vg_update"]
     return {"seconds": medians, "all_seconds": times, "flops": flops}
 
 
@@ -246,7 +253,8 @@ def main() -> None:
         ]
         labels = {
             "sac_step": "SB3 SAC gradient step",
-            "s2vg_update": "S2VG actor-critic update",
+            "s2vg_update": "S2VG actor-critic update (hand-derived gradients, the default)",
+            "s2vg_autograd_update": "S2VG actor-critic update, autograd (manual_gradients=False)",
             "s2vg_compiled_update": "S2VG actor-critic update, compile_losses=True",
             "world_model_update": "S2VG world-model update",
         }

@@ -254,8 +254,11 @@ class ManualActorCriticGradients:
         if type(actor.mu) is not nn.Linear or type(actor.log_std) is not nn.Linear:
             return "the actor's heads are not nn.Linear"
         if world_model.termination_fn is not None:
-            probe = th.zeros(1, world_model.obs_dim, requires_grad=True)
-            done = world_model.termination_fn(probe, th.zeros(1, world_model.action_dim), probe)
+            probe = th.zeros(2, world_model.obs_dim, requires_grad=True)
+            try:
+                done = world_model.termination_fn(probe, th.zeros(2, world_model.action_dim), probe)
+            except Exception as error:  # the autograd path will call it on real data and report a real error
+                return f"termination_fn could not be probed ({error!r})"
             if isinstance(done, th.Tensor) and done.requires_grad:
                 return "termination_fn is differentiable"
         return None
@@ -366,6 +369,7 @@ class ManualActorCriticGradients:
         latent_saved = [latent]
         grad_latent = self.mean_head.backward(grad_pre_squash, latent_saved, weight_grads=True, input_grad=True)
         grad_latent = grad_latent + self.log_std_head.backward(grad_log_std, latent_saved, weight_grads=True, input_grad=True)  # type: ignore[operator]
-        _relu_backward_(grad_latent, latent)  # type: ignore[arg-type]
-        self.actor.backward(grad_latent, actor_saved, weight_grads=True, input_grad=False)  # type: ignore[arg-type]
+        if self.actor.weights:  # no hidden layers (net_arch pi=[]): the heads read the observations directly
+            _relu_backward_(grad_latent, latent)  # type: ignore[arg-type]
+            self.actor.backward(grad_latent, actor_saved, weight_grads=True, input_grad=False)  # type: ignore[arg-type]
         return critic_loss, value_loss, actor_loss, log_prob

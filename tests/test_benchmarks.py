@@ -55,10 +55,11 @@ def test_speed_reports_ratios_and_flops(tmp_path):
     )  # fmt: skip
     assert "process CPU time" in stdout
     results = json.loads((tmp_path / "speed.json").read_text())["cpu"]
-    assert set(results["seconds"]) == {"sac_step", "s2vg_update", "world_model_update"}
+    assert set(results["seconds"]) == {"sac_step", "s2vg_update", "s2vg_autograd_update", "world_model_update"}
     assert all(seconds > 0 for seconds in results["seconds"].values())
     assert results["flops"]["s2vg_update"] > results["flops"]["world_model_update"] > 0
-    assert "| S2VG actor-critic update |" in stdout and "| Pendulum-v1 | 5 |" in stdout
+    assert "| S2VG actor-critic update (hand-derived gradients, the default) |" in stdout
+    assert "| S2VG actor-critic update, autograd (manual_gradients=False) |" in stdout and "| Pendulum-v1 | 5 |" in stdout
 
 
 def test_value_bias_pendulum_copy_matches_gymnasium_and_runs(tmp_path):

@@ -52,6 +52,7 @@ def _gradients(model: S2VG, data, seed: int) -> tuple[list[th.Tensor], list[th.T
             "Pendulum-v1",
             {"policy_kwargs": dict(net_arch=dict(pi=[16], qf=[24, 8, 8], vf=[8, 16], dynamics=[8], reward=[16, 8]), n_critics=3)},
         ),
+        ("Pendulum-v1", {"policy_kwargs": dict(net_arch=dict(pi=[], qf=[], vf=[], dynamics=[], reward=[]))}),
     ],
 )
 def test_manual_gradients_equal_autograd(env_id, kwargs):
