@@ -26,9 +26,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_s2vg.layers import BatchedMLP
+from sb3_s2vg.policies import BatchedContinuousCritic, ValueNetwork
 from sb3_s2vg.world_model import MAX_LOG_STD, MIN_LOG_STD, RunningNormalizer, WorldModel
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+#: log √(2π), the constant of the Gaussian log-density
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _linear_layers(sequential: nn.Module) -> list[nn.Linear] | None:
@@ -41,6 +43,13 @@ def _linear_layers(sequential: nn.Module) -> list[nn.Linear] | None:
     if not all(type(m) is nn.Linear for m in linears) or not all(type(m) is nn.ReLU for m in activations):
         return None
     return linears  # type: ignore[return-value]
+
+
+def _mlp_of(sequential: nn.Module, final_relu: bool = False) -> "_Mlp":
+    """The ``_Mlp`` view of a ``Linear, ReLU, ..., Linear`` network (checked by ``unsupported_reason`` first)."""
+    linears = _linear_layers(sequential)
+    assert linears is not None, f"not a plain Linear/ReLU MLP: {sequential}"
+    return _Mlp(linears, final_relu)
 
 
 class _Mlp:
@@ -72,27 +81,41 @@ class _Mlp:
                 x = x.relu_()
         return x
 
-    def backward(self, grad: th.Tensor, saved: list[th.Tensor], weight_grads: bool, input_grad: bool) -> th.Tensor | None:
-        """
-        :param grad: Gradient of the loss with respect to the last product's output (before a final ReLU),
-            shape (batch, out); consumed (modified in place)
-        :param saved: The layer inputs saved by ``forward``
-        :param weight_grads: Write the weight and bias gradients into their ``.grad``
-        :param input_grad: Return the gradient with respect to the input, shape (batch, in)
-        :return: The input gradient, or None
-        """
+    def _backward(self, grad: th.Tensor, saved: list[th.Tensor], weight_grads: bool, input_grad: bool) -> th.Tensor | None:
         for index in reversed(range(len(self.weights))):
             layer_input = saved[index]
             if weight_grads:
-                weight, bias = self.weights[index], self.biases[index]
-                th.mm(grad.t(), layer_input, out=_grad_of(weight))
-                th.sum(grad, dim=0, out=_grad_of(bias))
+                th.mm(grad.t(), layer_input, out=_grad_of(self.weights[index]))
+                th.sum(grad, dim=0, out=_grad_of(self.biases[index]))
             if index == 0 and not input_grad:
                 return None
             grad = th.mm(grad, self.weights[index])
             if index > 0:  # through the ReLU whose output is this layer's input
                 _relu_backward_(grad, layer_input)
         return grad
+
+    def backward_weights(self, grad: th.Tensor, saved: list[th.Tensor]) -> None:
+        """
+        Write the weight and bias gradients into their ``.grad``.
+
+        :param grad: Gradient of the loss with respect to the last product's output (before a final ReLU),
+            shape (batch, out); consumed (modified in place)
+        :param saved: The layer inputs saved by ``forward``
+        """
+        self._backward(grad, saved, weight_grads=True, input_grad=False)
+
+    def backward_input(self, grad: th.Tensor, saved: list[th.Tensor], weight_grads: bool = False) -> th.Tensor:
+        """
+        :param grad: Gradient of the loss with respect to the last product's output (before a final ReLU),
+            shape (batch, out); consumed (modified in place)
+        :param saved: The layer inputs saved by ``forward``
+        :param weight_grads: Also write the weight and bias gradients into their ``.grad`` (otherwise the weights
+            are treated as constants, as frozen parameters are by autograd)
+        :return: The gradient with respect to the input, shape (batch, in)
+        """
+        input_grad = self._backward(grad, saved, weight_grads, input_grad=True)
+        assert input_grad is not None
+        return input_grad
 
 
 class _BatchedMlp:
@@ -194,7 +217,7 @@ class _GaussianHeadPass:
         """
         grad_raw_log_std = grad_sample * self.std * self.noise * self.log_std_derivative
         grad_output = th.cat([grad_sample, grad_raw_log_std], dim=1)
-        return self.mlp.backward(grad_output, self.saved, weight_grads=False, input_grad=True)  # type: ignore[return-value]
+        return self.mlp.backward_input(grad_output, self.saved)
 
 
 def _normalizer_scale(normalizer: RunningNormalizer) -> th.Tensor | None:
@@ -224,32 +247,38 @@ class ManualActorCriticGradients:
         world_model: WorldModel,
         gamma: float,
     ):
-        self.actor = _Mlp(_linear_layers(actor.latent_pi), final_relu=True)  # type: ignore[arg-type]
-        self.mean_head = _Mlp([actor.mu])  # type: ignore[list-item]
-        self.log_std_head = _Mlp([actor.log_std])  # type: ignore[list-item]
+        self.actor = _mlp_of(actor.latent_pi, final_relu=True)
+        self.mean_head = _mlp_of(nn.Sequential(actor.mu))
+        self.log_std_head = _mlp_of(nn.Sequential(actor.log_std))
         self.critic = _BatchedMlp(critic_networks)
-        self.value = _Mlp(_linear_layers(value_net))  # type: ignore[arg-type]
-        self.value_target = _Mlp(_linear_layers(value_target))  # type: ignore[arg-type]
+        self.value = _mlp_of(value_net)
+        self.value_target = _mlp_of(value_target)
         self.world_model = world_model
-        self.dynamics = _Mlp(_linear_layers(world_model.dynamics.net))  # type: ignore[arg-type]
-        self.reward = _Mlp(_linear_layers(world_model.reward.net))  # type: ignore[arg-type]
-        self.termination = _Mlp(_linear_layers(world_model.termination)) if world_model.termination is not None else None  # type: ignore[arg-type]
+        self.dynamics = _mlp_of(world_model.dynamics.net)
+        self.reward = _mlp_of(world_model.reward.net)
+        self.termination = _mlp_of(world_model.termination) if world_model.termination is not None else None
         self.gamma = gamma
 
     @staticmethod
-    def unsupported_reason(actor: Actor, critic: nn.Module, value_net: nn.Module, world_model: WorldModel) -> str | None:
+    def unsupported_reason(
+        actor: Actor, critic: BatchedContinuousCritic, value_net: ValueNetwork, world_model: WorldModel
+    ) -> str | None:
         """
+        :param actor: The policy's actor
+        :param critic: The twin Q networks
+        :param value_net: V
+        :param world_model: The world model, with its ``termination_fn`` set
         :return: Why this configuration needs autograd, or None when the hand-derived update covers it
         """
         if actor.use_sde:
             return "gSDE"
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:
-            if type(module.features_extractor) is not FlattenExtractor:  # type: ignore[attr-defined]
+            if type(module.features_extractor) is not FlattenExtractor:
                 return f"the {name}'s features extractor is not a FlattenExtractor"
-        networks = [actor.latent_pi, value_net.v_net, world_model.dynamics.net, world_model.reward.net]  # type: ignore[attr-defined]
+        networks = [actor.latent_pi, value_net.v_net, world_model.dynamics.net, world_model.reward.net]
         if world_model.termination is not None:
             networks.append(world_model.termination)
-        if any(_linear_layers(network) is None for network in networks) or type(critic.q_networks.activation) is not nn.ReLU:  # type: ignore[attr-defined]
+        if any(_linear_layers(network) is None for network in networks) or type(critic.q_networks.activation) is not nn.ReLU:
             return "a network is not a plain Linear/ReLU MLP"
         if type(actor.mu) is not nn.Linear or type(actor.log_std) is not nn.Linear:
             return "the actor's heads are not nn.Linear"
@@ -297,7 +326,7 @@ class ManualActorCriticGradients:
         std = log_std.exp()
         actions_pi = th.tanh(mean + std * noise)
         squash_term = 1.0 - actions_pi.square() + 1e-6
-        log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(dim=1, keepdim=True)
+        log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI).sum(dim=1, keepdim=True)
         log_prob = log_prob - th.log(squash_term).sum(dim=1, keepdim=True)
 
         # ----- eq. 7 with H = 1: ½ Σ_i E[(Q_i(s, a) − y)²], y = r + γ (1 − d) V_ψ̄(s'); gradient (Q_i − y) / n
@@ -313,7 +342,7 @@ class ManualActorCriticGradients:
         value_saved: list[th.Tensor] = []
         value_residuals = self.value.forward(observations, value_saved) - value_targets
         value_loss = 0.5 * value_residuals.square().mean()
-        self.value.backward(value_residuals.div_(batch_size), value_saved, weight_grads=True, input_grad=False)
+        self.value.backward_weights(value_residuals.div_(batch_size), value_saved)
 
         # ----- eq. 10-11: −E[r̂(s, a) − α log π(a|s) + γ (1 − d̂) V(f(s, a))], through the model and V into π
         world_model = self.world_model
@@ -342,11 +371,11 @@ class ManualActorCriticGradients:
         grad_next_values = th.full_like(next_values, -self.gamma / batch_size)
         if alive is not None:
             grad_next_values = grad_next_values * alive
-        grad_next_observations = self.value.backward(grad_next_values, next_value_saved, weight_grads=False, input_grad=True)
+        grad_next_observations = self.value.backward_input(grad_next_values, next_value_saved)
         dynamics_scale = _normalizer_scale(world_model.dynamics_target_normalizer)
         if dynamics_scale is not None:
-            grad_next_observations = grad_next_observations * dynamics_scale  # type: ignore[operator]
-        grad_inputs = dynamics.input_grad(grad_next_observations)  # type: ignore[arg-type]
+            grad_next_observations = grad_next_observations * dynamics_scale
+        grad_inputs = dynamics.input_grad(grad_next_observations)
         grad_rewards = th.full_like(model_rewards, -1.0 / batch_size)
         reward_scale = _normalizer_scale(world_model.reward_normalizer)
         if reward_scale is not None:
@@ -356,9 +385,7 @@ class ManualActorCriticGradients:
             assert self.termination is not None
             # d(−γ (1 − p) V / n)/dp = γ V / n, and dp/dlogit = p (1 − p)
             grad_logits = next_values * (self.gamma / batch_size) * done_probabilities * (1.0 - done_probabilities)
-            grad_inputs = grad_inputs + self.termination.backward(
-                grad_logits, termination_saved, weight_grads=False, input_grad=True
-            )  # type: ignore[operator]
+            grad_inputs = grad_inputs + self.termination.backward_input(grad_logits, termination_saved)
 
         # through the squashed Gaussian: a = tanh(u), u = μ + σ η, log π = Σ(−η²/2 − log σ − c) − Σ log(1 − a² + ε)
         grad_log_prob = ent_coef / batch_size
@@ -367,9 +394,9 @@ class ManualActorCriticGradients:
         grad_log_std = grad_pre_squash * std * noise - grad_log_prob
         grad_log_std = grad_log_std * ((raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX))
         latent_saved = [latent]
-        grad_latent = self.mean_head.backward(grad_pre_squash, latent_saved, weight_grads=True, input_grad=True)
-        grad_latent = grad_latent + self.log_std_head.backward(grad_log_std, latent_saved, weight_grads=True, input_grad=True)  # type: ignore[operator]
+        grad_latent = self.mean_head.backward_input(grad_pre_squash, latent_saved, weight_grads=True)
+        grad_latent = grad_latent + self.log_std_head.backward_input(grad_log_std, latent_saved, weight_grads=True)
         if self.actor.weights:  # no hidden layers (net_arch pi=[]): the heads read the observations directly
-            _relu_backward_(grad_latent, latent)  # type: ignore[arg-type]
-            self.actor.backward(grad_latent, actor_saved, weight_grads=True, input_grad=False)  # type: ignore[arg-type]
+            _relu_backward_(grad_latent, latent)
+            self.actor.backward_weights(grad_latent, actor_saved)
         return critic_loss, value_loss, actor_loss, log_prob

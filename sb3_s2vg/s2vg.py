@@ -1,5 +1,4 @@
 import importlib
-import math
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
 from sb3_s2vg.layers import replace_relu_with_float_mask
-from sb3_s2vg.manual_gradients import ManualActorCriticGradients
+from sb3_s2vg.manual_gradients import HALF_LOG_2PI, ManualActorCriticGradients
 from sb3_s2vg.policies import (
     BatchedContinuousCritic,
     MlpPolicy,
@@ -30,7 +29,6 @@ from sb3_s2vg.world_model import MODEL_LOSSES, TerminationFn, WorldModel
 
 SelfS2VG = TypeVar("SelfS2VG", bound="S2VG")
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 #: Number of never-trained-on transitions whose one-step model error is averaged for ``train/model_holdout_*``.
 HOLDOUT_WINDOW = 1000
@@ -469,7 +467,7 @@ class S2VG(OffPolicyAlgorithm):
         noise = th.empty_like(mean_actions).normal_()
         actions = th.tanh(mean_actions + log_std.exp() * noise)
         # Gaussian log-density of the pre-squash sample, then SAC's tanh correction (epsilon 1e-6 as in SB3)
-        log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(dim=1, keepdim=True)
+        log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI).sum(dim=1, keepdim=True)
         log_prob = log_prob - th.log(1.0 - actions.square() + 1e-6).sum(dim=1, keepdim=True)
         return actions, log_prob
 
