@@ -306,8 +306,15 @@ class S2VG(OffPolicyAlgorithm):
         self._policy_step_frozen_parameters = [*self.world_model.parameters(), *self._value_parameters]
         self._loss_functions = {"critic": self._critic_loss, "value": self._value_loss, "actor": self._actor_loss}
         self._manual_gradients: ManualActorCriticGradients | None = None
-        if self.manual_gradients and not self.compile_losses and self.horizon == 1:
-            reason = ManualActorCriticGradients.unsupported_reason(self.actor, self.critic, self.value_net, self.world_model)
+        if self.manual_gradients:
+            if self.compile_losses:
+                reason: str | None = "compile_losses=True"
+            elif self.horizon != 1:
+                reason = f"horizon={self.horizon}"
+            else:
+                reason = ManualActorCriticGradients.unsupported_reason(self.actor, self.critic, self.value_net, self.world_model)
+            if reason is not None and self.verbose >= 1:
+                print(f"S2VG: actor-critic gradients by autograd, the hand-derived ones do not cover {reason}")
             if reason is None:
                 self._manual_gradients = ManualActorCriticGradients(
                     self.actor,

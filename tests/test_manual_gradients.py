@@ -115,3 +115,10 @@ def test_unsupported_reason_names_the_obstacle():
     model = S2VG("MlpPolicy", "Pendulum-v1", termination_fn=_DifferentiableTermination(), seed=0)
     reason = ManualActorCriticGradients.unsupported_reason(model.actor, model.critic, model.value_net, model.world_model)
     assert reason == "termination_fn is differentiable"
+
+
+def test_fallback_is_reported_when_verbose(capsys):
+    S2VG("MlpPolicy", "Pendulum-v1", horizon=2, verbose=1, seed=0)
+    assert "actor-critic gradients by autograd, the hand-derived ones do not cover horizon=2" in capsys.readouterr().out
+    S2VG("MlpPolicy", "Pendulum-v1", verbose=1, seed=0)
+    assert "by autograd" not in capsys.readouterr().out
