@@ -33,23 +33,28 @@ from sb3_s2vg.world_model import MAX_LOG_STD, MIN_LOG_STD, RunningNormalizer, Wo
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _linear_layers(sequential: nn.Module) -> list[nn.Linear] | None:
-    """The ``nn.Linear`` layers of ``Linear, ReLU, Linear, ReLU, ..., Linear[, ReLU]``, or None for other shapes."""
+def _linear_layers(sequential: nn.Module) -> tuple[list[nn.Linear], bool] | None:
+    """
+    :param sequential: A network
+    :return: The ``nn.Linear`` layers (with biases) of ``Linear, ReLU, Linear, ReLU, ..., Linear[, ReLU]`` and whether
+        it ends with a ReLU, or None for any other network
+    """
     if not isinstance(sequential, nn.Sequential):
         return None
     modules = list(sequential)
-    linears = modules[0::2]
-    activations = modules[1::2]
-    if not all(type(m) is nn.Linear for m in linears) or not all(type(m) is nn.ReLU for m in activations):
+    linears, activations = modules[0::2], modules[1::2]
+    if not all(type(m) is nn.Linear and m.bias is not None for m in linears):
         return None
-    return linears  # type: ignore[return-value]
+    if not all(type(m) is nn.ReLU for m in activations):
+        return None
+    return linears, len(activations) == len(linears) > 0  # type: ignore[return-value]
 
 
-def _mlp_of(sequential: nn.Module, final_relu: bool = False) -> "_Mlp":
-    """The ``_Mlp`` view of a ``Linear, ReLU, ..., Linear`` network (checked by ``unsupported_reason`` first)."""
-    linears = _linear_layers(sequential)
-    assert linears is not None, f"not a plain Linear/ReLU MLP: {sequential}"
-    return _Mlp(linears, final_relu)
+def _mlp_of(sequential: nn.Module) -> "_Mlp":
+    """The ``_Mlp`` view of a ``Linear, ReLU, ..., Linear[, ReLU]`` network (checked by ``unsupported_reason``)."""
+    layers = _linear_layers(sequential)
+    assert layers is not None, f"not a plain Linear/ReLU MLP: {sequential}"
+    return _Mlp(*layers)
 
 
 class _Mlp:
@@ -247,7 +252,7 @@ class ManualActorCriticGradients:
         world_model: WorldModel,
         gamma: float,
     ):
-        self.actor = _mlp_of(actor.latent_pi, final_relu=True)
+        self.actor = _mlp_of(actor.latent_pi)  # Linear, ReLU, ..., Linear, ReLU
         self.mean_head = _mlp_of(nn.Sequential(actor.mu))
         self.log_std_head = _mlp_of(nn.Sequential(actor.log_std))
         self.critic = _BatchedMlp(critic_networks)
@@ -275,13 +280,20 @@ class ManualActorCriticGradients:
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:
             if type(module.features_extractor) is not FlattenExtractor:
                 return f"the {name}'s features extractor is not a FlattenExtractor"
-        networks = [actor.latent_pi, value_net.v_net, world_model.dynamics.net, world_model.reward.net]
+        # Networks that end with a product; the actor's latent_pi ends with a ReLU (or is empty)
+        networks = [value_net.v_net, world_model.dynamics.net, world_model.reward.net]
+        networks += [nn.Sequential(actor.mu), nn.Sequential(actor.log_std)]
         if world_model.termination is not None:
             networks.append(world_model.termination)
-        if any(_linear_layers(network) is None for network in networks) or type(critic.q_networks.activation) is not nn.ReLU:
+        layers = [_linear_layers(network) for network in networks]
+        latent_layers = _linear_layers(actor.latent_pi)
+        if (
+            any(layer is None or layer[1] for layer in layers)
+            or latent_layers is None
+            or latent_layers[1] != bool(latent_layers[0])
+            or type(critic.q_networks.activation) is not nn.ReLU
+        ):
             return "a network is not a plain Linear/ReLU MLP"
-        if type(actor.mu) is not nn.Linear or type(actor.log_std) is not nn.Linear:
-            return "the actor's heads are not nn.Linear"
         if world_model.termination_fn is not None:
             probe = th.zeros(2, world_model.obs_dim, requires_grad=True)
             try:

@@ -122,3 +122,16 @@ def test_fallback_is_reported_when_verbose(capsys):
     assert "actor-critic gradients by autograd, the hand-derived ones do not cover horizon=2" in capsys.readouterr().out
     S2VG("MlpPolicy", "Pendulum-v1", verbose=1, seed=0)
     assert "by autograd" not in capsys.readouterr().out
+
+
+def test_only_plain_relu_mlps_are_taken_apart():
+    from sb3_s2vg.manual_gradients import _linear_layers
+
+    relu_mlp = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    assert _linear_layers(relu_mlp) == ([relu_mlp[0], relu_mlp[2]], False)
+    latent = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    assert _linear_layers(latent) == ([latent[0]], True)
+    assert _linear_layers(nn.Sequential()) == ([], False)
+    assert _linear_layers(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))) is None
+    assert _linear_layers(nn.Sequential(nn.Linear(2, 3, bias=False))) is None
+    assert _linear_layers(nn.Linear(2, 3)) is None
