@@ -295,9 +295,10 @@ class ManualActorCriticGradients:
         ):
             return "a network is not a plain Linear/ReLU MLP"
         if world_model.termination_fn is not None:
-            probe = th.zeros(2, world_model.obs_dim, requires_grad=True)
+            device = world_model.obs_normalizer.mean.device
+            probe = th.zeros(2, world_model.obs_dim, device=device, requires_grad=True)
             try:
-                done = world_model.termination_fn(probe, th.zeros(2, world_model.action_dim), probe)
+                done = world_model.termination_fn(probe, th.zeros(2, world_model.action_dim, device=device), probe)
             except Exception as error:  # the autograd path will call it on real data and report a real error
                 return f"termination_fn could not be probed ({error!r})"
             if isinstance(done, th.Tensor) and done.requires_grad:
