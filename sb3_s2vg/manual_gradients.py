@@ -18,9 +18,12 @@ falls back to autograd. ``tests/test_manual_gradients.py`` checks losses and gra
 """
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch as th
 from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
 from torch import nn
 from torch.nn import functional as F
@@ -31,6 +34,23 @@ from sb3_s2vg.world_model import MAX_LOG_STD, MIN_LOG_STD, RunningNormalizer, Wo
 
 #: log √(2π), the constant of the Gaussian log-density
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class CriticRegression(NamedTuple):
+    """
+    The regression of eq. 7 for one update, computed without gradient.
+
+    :param observations: Inputs ŝ_t of the Q networks, the H steps stacked: (n, ...) with n = H * batch
+    :param actions: Their actions â_t, shape (n, action_dim)
+    :param targets: Regression targets, shape (n, 1)
+    :param weights: Weight of each row (the probability that no earlier imagined step terminated), shape (n, 1), or
+        None when all are one (H = 1)
+    """
+
+    observations: PyTorchObs
+    actions: th.Tensor
+    targets: th.Tensor
+    weights: th.Tensor | None
 
 
 def _linear_layers(sequential: nn.Module) -> tuple[list[nn.Linear], bool] | None:
@@ -238,7 +258,6 @@ class ManualActorCriticGradients:
     :param actor: SB3's SAC actor (ReLU ``latent_pi``, ``mu`` and ``log_std`` heads, no gSDE)
     :param critic_networks: The twin Q networks (``BatchedContinuousCritic.q_networks``)
     :param value_net: V's MLP (``ValueNetwork.v_net``)
-    :param value_target: The target V's MLP
     :param world_model: The world model (its ``termination_fn`` is read at every call)
     :param gamma: Discount factor
     """
@@ -248,7 +267,6 @@ class ManualActorCriticGradients:
         actor: Actor,
         critic_networks: BatchedMLP,
         value_net: nn.Sequential,
-        value_target: nn.Sequential,
         world_model: WorldModel,
         gamma: float,
     ):
@@ -257,7 +275,6 @@ class ManualActorCriticGradients:
         self.log_std_head = _mlp_of(nn.Sequential(actor.log_std))
         self.critic = _BatchedMlp(critic_networks)
         self.value = _mlp_of(value_net)
-        self.value_target = _mlp_of(value_target)
         self.world_model = world_model
         self.dynamics = _mlp_of(world_model.dynamics.net)
         self.reward = _mlp_of(world_model.reward.net)
@@ -307,23 +324,16 @@ class ManualActorCriticGradients:
 
     @th.no_grad()
     def __call__(
-        self,
-        observations: th.Tensor,
-        actions: th.Tensor,
-        rewards: th.Tensor,
-        next_observations: th.Tensor,
-        dones: th.Tensor,
-        ent_coef: th.Tensor,
+        self, observations: th.Tensor, critic_regression: Callable[[], CriticRegression], ent_coef: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """
-        Losses and gradients of one update on a batch of real transitions (H = 1: the Q targets are
-        r + γ (1 − d) V_ψ̄(s')).
+        Losses and gradients of one update on a batch of real states.
 
-        :param observations: Flat observations, shape (batch, obs_dim), float32
-        :param actions: Actions of the transitions, shape (batch, action_dim), in [-1, 1]
-        :param rewards: Shape (batch, 1)
-        :param next_observations: Flat next observations, shape (batch, obs_dim), float32
-        :param dones: Terminations (not time-outs), shape (batch, 1)
+        :param observations: Flat real observations, shape (batch, obs_dim), float32
+        :param critic_regression: Returns the inputs (flat, float32), targets and weights of eq. 7. It is called
+            once, after the policy's action noise is drawn and before the world model's, the order in which the
+            autograd path draws them (the imagined rollout of H > 1 draws in between), so that both paths see the
+            same random numbers
         :param ent_coef: α, a scalar tensor
         :return: Critic, value and actor losses (scalars) and the log-probabilities of the sampled policy
             actions, shape (batch, 1)
@@ -342,12 +352,15 @@ class ManualActorCriticGradients:
         log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI).sum(dim=1, keepdim=True)
         log_prob = log_prob - th.log(squash_term).sum(dim=1, keepdim=True)
 
-        # ----- eq. 7 with H = 1: ½ Σ_i E[(Q_i(s, a) − y)²], y = r + γ (1 − d) V_ψ̄(s'); gradient (Q_i − y) / n
-        targets = rewards + self.gamma * (1.0 - dones) * self.value_target.forward(next_observations)
+        # ----- eq. 7: ½ Σ_i Σ_rows w (Q_i − y)² / n, gradient w (Q_i − y) / n into each Q network
+        regression = critic_regression()
         critic_saved: list[th.Tensor] = []
-        residuals = self.critic.forward(th.cat([observations, actions], dim=1), critic_saved) - targets
-        critic_loss = 0.5 * residuals.square().sum() / batch_size
-        self.critic.backward_weights(residuals.div_(batch_size), critic_saved)
+        q_inputs = th.cat([regression.observations, regression.actions], dim=1)  # type: ignore[list-item]
+        residuals = self.critic.forward(q_inputs, critic_saved) - regression.targets
+        weighted = residuals if regression.weights is None else regression.weights * residuals
+        n_rows = regression.targets.shape[0]
+        critic_loss = 0.5 * (weighted * residuals).sum() / n_rows
+        self.critic.backward_weights(weighted.div_(n_rows), critic_saved)
 
         # ----- eq. 8: ½ E[(V(s) − (min_i Q_i(s, a) − α log π(a|s)))²] with a ~ π(s), gradient into V
         q_pi = self.critic.forward(th.cat([observations, actions_pi], dim=1))

@@ -16,7 +16,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
 from sb3_s2vg.layers import replace_relu_with_float_mask
-from sb3_s2vg.manual_gradients import HALF_LOG_2PI, ManualActorCriticGradients
+from sb3_s2vg.manual_gradients import HALF_LOG_2PI, CriticRegression, ManualActorCriticGradients
 from sb3_s2vg.policies import (
     BatchedContinuousCritic,
     MlpPolicy,
@@ -309,8 +309,6 @@ class S2VG(OffPolicyAlgorithm):
         if self.manual_gradients:
             if self.compile_losses:
                 reason: str | None = "compile_losses=True"
-            elif self.horizon != 1:
-                reason = f"horizon={self.horizon}"
             else:
                 reason = ManualActorCriticGradients.unsupported_reason(self.actor, self.critic, self.value_net, self.world_model)
             if reason is not None and self.verbose >= 1:
@@ -320,7 +318,6 @@ class S2VG(OffPolicyAlgorithm):
                     self.actor,
                     self.critic.q_networks,
                     self.value_net.v_net,
-                    self.value_target.v_net,
                     self.world_model,
                     self.gamma,
                 )
@@ -404,6 +401,26 @@ class S2VG(OffPolicyAlgorithm):
                 next_obs = self.policy.unflatten_obs(prediction.next_observations)
         return observations, actions, rewards, dones, next_obs
 
+    def _critic_targets(self, data: ReplayBufferSamples) -> CriticRegression:
+        """
+        The regression data of eq. 7, without gradient: the inputs (ŝ_t, â_t) of the H steps and their targets
+        Σ_{k=t}^{H−1} γ^{k−t} r̂_k + γ^{H−t} V_ψ̄(ŝ_H) (with termination masks), weighted by the probability that no
+        earlier step terminated. H = 1 is the TD target r + γ(1 − d) V_ψ̄(s') on real transitions.
+
+        :param data: Real transitions (batch,)
+        :return: The H steps stacked (n = H * batch rows): observations (n, ...), actions (n, action_dim), targets
+            (n, 1) and weights (n, 1), or None for H = 1 (all ones)
+        """
+        if self.horizon == 1:
+            with th.no_grad():
+                targets = data.rewards + self.gamma * (1.0 - data.dones) * self.value_target(data.next_observations)
+            return CriticRegression(data.observations, data.actions, targets, None)
+        observations, actions, rewards, dones, final_obs = self._imagined_rollout(data)
+        with th.no_grad():
+            targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self.value_target(final_obs), self.gamma)
+            weights = alive_weights(th.stack(dones)).flatten(0, 1)
+        return CriticRegression(_cat_obs(observations), th.cat(actions), targets.flatten(0, 1), weights)
+
     def _critic_loss(self, data: ReplayBufferSamples) -> th.Tensor:
         """
         Eq. 7 (value expansion): J(φ) = 1/H Σ_t (Q_φ(ŝ_t, â_t) − (Σ_{k=t}^{H−1} γ^{k−t} r̂_k + γ^{H−t} V_ψ̄(ŝ_H)))²
@@ -413,18 +430,12 @@ class S2VG(OffPolicyAlgorithm):
         :param data: Real transitions (batch,)
         :return: Scalar loss, ½ Σ_i over the Q networks (as SB3's SAC)
         """
-        if self.horizon == 1:
-            with th.no_grad():
-                targets = data.rewards + self.gamma * (1.0 - data.dones) * self.value_target(data.next_observations)
-            q_values = self.critic.stacked(data.observations, data.actions)  # (n_critics, batch, 1)
-            return 0.5 * (q_values - targets).square().sum() / targets.shape[0]
-        observations, actions, rewards, dones, final_obs = self._imagined_rollout(data)
-        with th.no_grad():
-            targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self.value_target(final_obs), self.gamma)
-            weights = alive_weights(th.stack(dones)).flatten(0, 1)
-        q_values = self.critic.stacked(_cat_obs(observations), th.cat(actions))
-        # q_values: (n_critics, H * batch, 1); the sum over critics and steps, over H * batch, is ½ Σ_i (1/H) Σ_t mean
-        return 0.5 * (weights * (q_values - targets.flatten(0, 1)).square()).sum() / weights.shape[0]
+        regression = self._critic_targets(data)
+        # (n_critics, n, 1); the sum over critics and the n = H * batch rows, over n, is ½ Σ_i (1/H) Σ_t mean
+        squared_errors = (self.critic.stacked(regression.observations, regression.actions) - regression.targets).square()
+        if regression.weights is not None:
+            squared_errors = regression.weights * squared_errors
+        return 0.5 * squared_errors.sum() / regression.targets.shape[0]
 
     def _value_loss(self, observations: PyTorchObs, actions_pi: th.Tensor, log_prob: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
         """
@@ -534,19 +545,19 @@ class S2VG(OffPolicyAlgorithm):
         return ActorCriticLosses(critic_loss.detach(), value_loss.detach(), actor_loss.detach(), ent_coef_loss)
 
     def _manual_actor_critic_gradients(self, data: ReplayBufferSamples) -> ActorCriticLosses:
-        """``_actor_critic_gradients`` by the hand-derived passes of ``ManualActorCriticGradients`` (H = 1)."""
+        """``_actor_critic_gradients`` by the hand-derived passes of ``ManualActorCriticGradients``."""
         assert self._manual_gradients is not None
         if self.ent_coef_optimizer is not None:
             ent_coef = th.exp(self.log_ent_coef.detach())  # type: ignore[union-attr]
         else:
             ent_coef = self.ent_coef_tensor
+
+        def critic_regression() -> CriticRegression:
+            regression = self._critic_targets(data)
+            return regression._replace(observations=self.policy.flatten_obs(regression.observations))
+
         critic_loss, value_loss, actor_loss, log_prob = self._manual_gradients(
-            self.policy.flatten_obs(data.observations),
-            data.actions,
-            data.rewards,
-            self.policy.flatten_obs(data.next_observations),
-            data.dones,
-            ent_coef,
+            self.policy.flatten_obs(data.observations), critic_regression, ent_coef
         )
         ent_coef_loss = self._ent_coef_loss(log_prob) if self.ent_coef_optimizer is not None else None
         return ActorCriticLosses(critic_loss, value_loss, actor_loss, ent_coef_loss)

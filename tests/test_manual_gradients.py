@@ -48,6 +48,9 @@ def _gradients(model: S2VG, data, seed: int) -> tuple[list[th.Tensor], list[th.T
         ("Hopper-v5", {"learn_termination": True}),
         ("Hopper-v5", {"termination_fn": "sb3_s2vg.termination.hopper_termination"}),
         ("Pendulum-v1", {"normalize_model": False, "predict_delta": False, "model_loss": "nll"}),
+        ("Pendulum-v1", {"horizon": 2}),
+        ("Hopper-v5", {"horizon": 3, "learn_termination": True}),
+        ("Hopper-v5", {"horizon": 3, "termination_fn": "sb3_s2vg.termination.hopper_termination"}),
         (
             "Pendulum-v1",
             {"policy_kwargs": dict(net_arch=dict(pi=[16], qf=[24, 8, 8], vf=[8, 16], dynamics=[8], reward=[16, 8]), n_critics=3)},
@@ -97,7 +100,6 @@ class _DifferentiableTermination:
     "kwargs, policy",
     [
         ({"use_sde": True}, "MlpPolicy"),
-        ({"horizon": 2}, "MlpPolicy"),
         ({"policy_kwargs": dict(net_arch=[16], activation_fn=nn.Tanh)}, "MlpPolicy"),
         ({"termination_fn": _DifferentiableTermination()}, "MlpPolicy"),
         ({"manual_gradients": False}, "MlpPolicy"),
@@ -118,8 +120,10 @@ def test_unsupported_reason_names_the_obstacle():
 
 
 def test_fallback_is_reported_when_verbose(capsys):
-    S2VG("MlpPolicy", "Pendulum-v1", horizon=2, verbose=1, seed=0)
-    assert "actor-critic gradients by autograd, the hand-derived ones do not cover horizon=2" in capsys.readouterr().out
+    S2VG("MlpPolicy", "Pendulum-v1", use_sde=True, verbose=1, seed=0)
+    assert "actor-critic gradients by autograd, the hand-derived ones do not cover gSDE" in capsys.readouterr().out
+    model = S2VG("MlpPolicy", "Pendulum-v1", compile_losses=True, verbose=1, seed=0)
+    assert model._manual_gradients is None and "do not cover compile_losses=True" in capsys.readouterr().out
     S2VG("MlpPolicy", "Pendulum-v1", verbose=1, seed=0)
     assert "by autograd" not in capsys.readouterr().out
 
