@@ -259,7 +259,6 @@ class ManualActorCriticGradients:
     :param critic_networks: The twin Q networks (``BatchedContinuousCritic.q_networks``)
     :param value_net: V's MLP (``ValueNetwork.v_net``)
     :param world_model: The world model (its ``termination_fn`` is read at every call)
-    :param gamma: Discount factor
     """
 
     def __init__(
@@ -268,7 +267,6 @@ class ManualActorCriticGradients:
         critic_networks: BatchedMLP,
         value_net: nn.Sequential,
         world_model: WorldModel,
-        gamma: float,
     ):
         self.actor = _mlp_of(actor.latent_pi)  # Linear, ReLU, ..., Linear, ReLU
         self.mean_head = _mlp_of(nn.Sequential(actor.mu))
@@ -279,7 +277,6 @@ class ManualActorCriticGradients:
         self.dynamics = _mlp_of(world_model.dynamics.net)
         self.reward = _mlp_of(world_model.reward.net)
         self.termination = _mlp_of(world_model.termination) if world_model.termination is not None else None
-        self.gamma = gamma
 
     @staticmethod
     def unsupported_reason(
@@ -324,7 +321,11 @@ class ManualActorCriticGradients:
 
     @th.no_grad()
     def __call__(
-        self, observations: th.Tensor, critic_regression: Callable[[], CriticRegression], ent_coef: th.Tensor
+        self,
+        observations: th.Tensor,
+        critic_regression: Callable[[], CriticRegression],
+        ent_coef: th.Tensor,
+        gamma: float,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """
         Losses and gradients of one update on a batch of real states.
@@ -335,6 +336,7 @@ class ManualActorCriticGradients:
             autograd path draws them (the imagined rollout of H > 1 draws in between), so that both paths see the
             same random numbers
         :param ent_coef: α, a scalar tensor
+        :param gamma: Discount factor γ
         :return: Critic, value and actor losses (scalars) and the log-probabilities of the sampled policy
             actions, shape (batch, 1)
         """
@@ -391,10 +393,10 @@ class ManualActorCriticGradients:
         next_value_saved: list[th.Tensor] = []
         next_values = self.value.forward(model_next_observations, next_value_saved)
         alive = None if model_dones is None else 1.0 - model_dones
-        discounted = self.gamma * (next_values if alive is None else alive * next_values)
+        discounted = gamma * (next_values if alive is None else alive * next_values)
         actor_loss = -(model_rewards - ent_coef * log_prob + discounted).mean()
 
-        grad_next_values = th.full_like(next_values, -self.gamma / batch_size)
+        grad_next_values = th.full_like(next_values, -gamma / batch_size)
         if alive is not None:
             grad_next_values = grad_next_values * alive
         grad_next_observations = self.value.backward_input(grad_next_values, next_value_saved)
@@ -410,7 +412,7 @@ class ManualActorCriticGradients:
         if done_probabilities is not None:
             assert self.termination is not None
             # d(−γ (1 − p) V / n)/dp = γ V / n, and dp/dlogit = p (1 − p)
-            grad_logits = next_values * (self.gamma / batch_size) * done_probabilities * (1.0 - done_probabilities)
+            grad_logits = next_values * (gamma / batch_size) * done_probabilities * (1.0 - done_probabilities)
             grad_inputs = grad_inputs + self.termination.backward_input(grad_logits, termination_saved)
 
         # through the squashed Gaussian: a = tanh(u), u = μ + σ η, log π = Σ(−η²/2 − log σ − c) − Σ log(1 − a² + ε)

@@ -316,11 +316,7 @@ class S2VG(OffPolicyAlgorithm):
                 print(f"S2VG: actor-critic gradients by autograd, the hand-derived ones do not cover {reason}")
             if reason is None:
                 self._manual_gradients = ManualActorCriticGradients(
-                    self.actor,
-                    self.critic.q_networks,
-                    self.value_net.v_net,
-                    self.world_model,
-                    self.gamma,
+                    self.actor, self.critic.q_networks, self.value_net.v_net, self.world_model
                 )
         if self.compile_losses:
             # Same values and gradients as nn.ReLU, but no boolean masks in the compiled graphs (slow on CPU)
@@ -558,7 +554,7 @@ class S2VG(OffPolicyAlgorithm):
             return regression._replace(observations=self.policy.flatten_obs(regression.observations))
 
         critic_loss, value_loss, actor_loss, log_prob = self._manual_gradients(
-            self.policy.flatten_obs(data.observations), critic_regression, ent_coef
+            self.policy.flatten_obs(data.observations), critic_regression, ent_coef, self.gamma
         )
         ent_coef_loss = self._ent_coef_loss(log_prob) if self.ent_coef_optimizer is not None else None
         return ActorCriticLosses(critic_loss, value_loss, actor_loss, ent_coef_loss)
