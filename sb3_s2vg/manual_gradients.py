@@ -11,10 +11,11 @@ computes the same losses and the same gradients with explicit matrix products:
 - the policy gradient of eq. 11 passes through the world model and V as input gradients only (their weight
   gradients are never formed, as with autograd and frozen parameters).
 
-It covers the common configuration: vector (``Box``) observations read through SB3's ``FlattenExtractor``, ReLU
-networks, no gSDE, and a termination signal that is absent, learned (a classifier) or a known function whose
-output carries no gradient. ``ManualActorCriticGradients.unsupported_reason`` says why another configuration
-falls back to autograd. ``tests/test_manual_gradients.py`` checks losses and gradients against autograd.
+It covers the common configuration: vector observations (a ``Box``, or a ``Dict`` of them) read through SB3's
+``FlattenExtractor`` or ``CombinedExtractor``, ReLU networks, no gSDE, any horizon H, and a termination signal that
+is absent, learned (a classifier) or a known function whose output carries no gradient.
+``ManualActorCriticGradients.unsupported_reason`` says why another configuration falls back to autograd.
+``tests/test_manual_gradients.py`` checks losses and gradients against autograd.
 """
 
 import math
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch as th
-from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
 from torch import nn
@@ -68,6 +69,16 @@ def _linear_layers(sequential: nn.Module) -> tuple[list[nn.Linear], bool] | None
     if not all(type(m) is nn.ReLU for m in activations):
         return None
     return linears, len(activations) == len(linears) > 0  # type: ignore[return-value]
+
+
+def _reads_flat_vectors(extractor: BaseFeaturesExtractor) -> bool:
+    """
+    Whether the features are the flat observation vector (``S2VGPolicy.flatten_obs``): SB3's ``FlattenExtractor``, or
+    its ``CombinedExtractor`` over vector boxes (each key flattened, concatenated in the space's key order).
+    """
+    if type(extractor) is FlattenExtractor:
+        return True
+    return type(extractor) is CombinedExtractor and all(type(m) is nn.Flatten for m in extractor.extractors.values())
 
 
 def _mlp_of(sequential: nn.Module) -> "_Mlp":
@@ -292,8 +303,8 @@ class ManualActorCriticGradients:
         if actor.use_sde:
             return "gSDE"
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:
-            if type(module.features_extractor) is not FlattenExtractor:
-                return f"the {name}'s features extractor is not a FlattenExtractor"
+            if not _reads_flat_vectors(module.features_extractor):
+                return f"the {name}'s features extractor does more than flatten the observations"
         # Networks that end with a product; the actor's latent_pi ends with a ReLU (or is empty)
         networks = [value_net.v_net, world_model.dynamics.net, world_model.reward.net]
         networks += [nn.Sequential(actor.mu), nn.Sequential(actor.log_std)]

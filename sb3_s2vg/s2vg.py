@@ -112,12 +112,12 @@ class S2VG(OffPolicyAlgorithm):
         imagined transitions never terminate, which is right for Pendulum and HalfCheetah.
     :param compile_losses: Compile the loss computations of eq. 7, 8 and 10-11 (forward and backward) with
         ``torch.compile``; opt-in: it needs a C++ compiler (CPU) or Triton (CUDA), takes tens of seconds to compile
-        and ties eager mode on CPU (README, Speed); ReLU modules become ``FloatMaskReLU`` (same values) for it
+        and is slower than eager mode on CPU (README, Speed); ReLU modules become ``FloatMaskReLU`` (same values) for it
     :param manual_gradients: Compute each actor-critic update's losses and gradients with the hand-derived forward
         and backward passes of ``sb3_s2vg.manual_gradients`` (same numbers as autograd, about 15 % less time per
-        update on CPU) where the configuration allows it: vector observations, ReLU networks, no gSDE, no
-        ``compile_losses``, a termination function (if any) whose output carries no gradient; elsewhere, and with
-        ``False``, autograd
+        update on CPU) where the configuration allows it: vector observations (``Box`` or ``Dict``), ReLU networks,
+        no gSDE, no ``compile_losses``, a termination function (if any) whose output carries no gradient; elsewhere,
+        and with ``False``, autograd
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
     :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling during the warm up phase

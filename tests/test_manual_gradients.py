@@ -4,8 +4,11 @@ parameters and the same random stream: same losses, same gradients, in every con
 configurations it does not cover fall back to autograd.
 """
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from torch import nn
 
 from sb3_s2vg import S2VG
@@ -14,12 +17,36 @@ from sb3_s2vg.manual_gradients import ManualActorCriticGradients
 SMALL = dict(net_arch=[32, 32])
 
 
+class _GoalEnv(gym.Env):
+    """A point that moves by its action toward a goal; Dict observation {"position": (2,), "goal": (2, 1)}."""
+
+    observation_space = spaces.Dict(
+        {"position": spaces.Box(-10, 10, (2,), np.float32), "goal": spaces.Box(-1, 1, (2, 1), np.float32)}
+    )
+    action_space = spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        self.goal = self.np_random.uniform(-1, 1, (2, 1)).astype(np.float32)
+        return self._obs(), {}
+
+    def _obs(self):
+        return {"position": self.position.copy(), "goal": self.goal.copy()}
+
+    def step(self, action):
+        self.position = np.clip(self.position + 0.1 * action, -10, 10).astype(np.float32)
+        distance = float(np.linalg.norm(self.position - self.goal[:, 0]))
+        return self._obs(), -distance, distance < 0.05, False, {}
+
+
 def _pair(env_id: str, **kwargs) -> tuple[S2VG, S2VG]:
     """Two agents with the same parameters and buffer: one on autograd, one on the hand-derived update."""
     kwargs = {"learning_starts": 100, "batch_size": 64, "model_batch_size": 64, "seed": 0, "policy_kwargs": SMALL, **kwargs}
-    reference = S2VG("MlpPolicy", env_id, manual_gradients=False, **kwargs)
+    env, policy = (_GoalEnv(), "MultiInputPolicy") if env_id == "goal" else (env_id, "MlpPolicy")
+    reference = S2VG(policy, env, manual_gradients=False, **kwargs)
     reference.learn(150)  # trains the world model and V a little, so that nothing sits at its initial value
-    manual = S2VG("MlpPolicy", env_id, manual_gradients=True, **kwargs)
+    manual = S2VG(policy, env, manual_gradients=True, **kwargs)
     manual.set_parameters(reference.get_parameters())
     if reference.log_ent_coef is not None:  # a saved variable, not a state dict
         manual.log_ent_coef.data.copy_(reference.log_ent_coef.data)
@@ -49,6 +76,8 @@ def _gradients(model: S2VG, data, seed: int) -> tuple[list[th.Tensor], list[th.T
         ("Hopper-v5", {"termination_fn": "sb3_s2vg.termination.hopper_termination"}),
         ("Pendulum-v1", {"normalize_model": False, "predict_delta": False, "model_loss": "nll"}),
         ("Pendulum-v1", {"horizon": 2}),
+        ("goal", {}),
+        ("goal", {"horizon": 2, "learn_termination": True}),
         ("Hopper-v5", {"horizon": 3, "learn_termination": True}),
         ("Hopper-v5", {"horizon": 3, "termination_fn": "sb3_s2vg.termination.hopper_termination"}),
         (
