@@ -93,3 +93,12 @@ def test_compare_builds_baselines_with_baseline_kwargs():
     assert sac_m.gradient_steps == 3 and sac_m.policy.actor.latent_pi[0].out_features == 8
     s2vg = make_model("s2vg", "Pendulum-v1", 0, {}, small)  # the baseline arguments do not reach S2VG
     assert s2vg.policy.resolved_net_arch["pi"] == [256, 256]
+
+
+def test_gradient_drift_reports_both_comparisons():
+    stdout = run_script("gradient_drift.py", "--env", "Pendulum-v1", "--hidden", "16", "--updates", "12", "--batch-size", "32")
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "4", "10", "12"]
+    for row in rows:
+        manual, perturbed, moved = (float(cell) for cell in row.split("|")[2:5])
+        assert 0.0 <= manual < moved and 0.0 < perturbed < moved
