@@ -486,6 +486,10 @@ class S2VG(OffPolicyAlgorithm):
         log_prob = log_prob - th.log(1.0 - actions.square() + 1e-6).sum(dim=1, keepdim=True)
         return actions, log_prob
 
+    def _current_ent_coef(self) -> th.Tensor:
+        """:return: α as a scalar tensor without gradient: exp(log α) when it is learned, else the constant"""
+        return th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor
+
     def _ent_coef_loss(self, log_prob: th.Tensor) -> th.Tensor:
         """
         SAC's temperature loss −log α (log π(a|s) + target entropy), used when ``ent_coef="auto"``.
@@ -522,12 +526,8 @@ class S2VG(OffPolicyAlgorithm):
             self.actor.reset_noise()
         actions_pi, log_prob = self._sample_actions(data.observations)
 
-        ent_coef_loss = None
-        if self.ent_coef_optimizer is not None:
-            ent_coef_loss = self._ent_coef_loss(log_prob.detach())
-            ent_coef = th.exp(self.log_ent_coef.detach())  # type: ignore[union-attr]
-        else:
-            ent_coef = self.ent_coef_tensor
+        ent_coef_loss = self._ent_coef_loss(log_prob.detach()) if self.ent_coef_optimizer is not None else None
+        ent_coef = self._current_ent_coef()
 
         critic_loss = self._loss_functions["critic"](data)
         value_loss = self._loss_functions["value"](data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
@@ -544,10 +544,7 @@ class S2VG(OffPolicyAlgorithm):
     def _manual_actor_critic_gradients(self, data: ReplayBufferSamples) -> ActorCriticLosses:
         """``_actor_critic_gradients`` by the hand-derived passes of ``ManualActorCriticGradients``."""
         assert self._manual_gradients is not None
-        if self.ent_coef_optimizer is not None:
-            ent_coef = th.exp(self.log_ent_coef.detach())  # type: ignore[union-attr]
-        else:
-            ent_coef = self.ent_coef_tensor
+        ent_coef = self._current_ent_coef()
 
         def critic_regression() -> CriticRegression:
             regression = self._critic_targets(data)
@@ -629,7 +626,7 @@ class S2VG(OffPolicyAlgorithm):
         self._n_updates += n_actor_critic_updates
 
         # One host-device synchronisation per call: everything logged is gathered first
-        ent_coef = th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor
+        ent_coef = self._current_ent_coef()
         to_log = [th.stack(model_losses).mean(0), th.stack(ac_losses).mean(0), ent_coef.reshape(1)]
         if ent_coef_losses:
             to_log.append(th.stack(ent_coef_losses).mean().reshape(1))
