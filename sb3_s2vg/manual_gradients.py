@@ -37,6 +37,41 @@ from sb3_s2vg.world_model import MAX_LOG_STD, MIN_LOG_STD, RunningNormalizer, Wo
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+class SquashedGaussianSample(NamedTuple):
+    """
+    A reparameterised action a = tanh(μ + σ η) of SAC's squashed Gaussian policy, with what its gradient needs.
+
+    :param actions: a, shape (batch, action_dim), in (-1, 1)
+    :param log_prob: log π(a|s), shape (batch, 1)
+    :param noise: η ~ N(0, 1), shape (batch, action_dim)
+    :param std: σ, shape (batch, action_dim)
+    :param squash_term: 1 − a² + 1e-6, shape (batch, action_dim)
+    """
+
+    actions: th.Tensor
+    log_prob: th.Tensor
+    noise: th.Tensor
+    std: th.Tensor
+    squash_term: th.Tensor
+
+
+def squashed_gaussian_sample(mean: th.Tensor, log_std: th.Tensor) -> SquashedGaussianSample:
+    """
+    The same numbers (and random stream) as SB3's ``Actor.action_log_prob``, without ``torch.distributions``: the
+    Gaussian log-density of the pre-squash sample, then SAC's tanh correction (epsilon 1e-6 as in SB3).
+
+    :param mean: μ, shape (batch, action_dim)
+    :param log_std: log σ (already clamped), shape (batch, action_dim)
+    """
+    noise = th.empty_like(mean).normal_()
+    std = log_std.exp()
+    actions = th.tanh(mean + std * noise)
+    squash_term = 1.0 - actions.square() + 1e-6
+    log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI).sum(dim=1, keepdim=True)
+    log_prob = log_prob - th.log(squash_term).sum(dim=1, keepdim=True)
+    return SquashedGaussianSample(actions, log_prob, noise, std, squash_term)
+
+
 class CriticRegression(NamedTuple):
     """
     The regression of eq. 7 for one update, computed without gradient.
@@ -358,12 +393,7 @@ class ManualActorCriticGradients:
         mean = self.mean_head.forward(latent)
         raw_log_std = self.log_std_head.forward(latent)
         log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        noise = th.empty_like(mean).normal_()
-        std = log_std.exp()
-        actions_pi = th.tanh(mean + std * noise)
-        squash_term = 1.0 - actions_pi.square() + 1e-6
-        log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI).sum(dim=1, keepdim=True)
-        log_prob = log_prob - th.log(squash_term).sum(dim=1, keepdim=True)
+        actions_pi, log_prob, noise, std, squash_term = squashed_gaussian_sample(mean, log_std)
 
         # ----- eq. 7: ½ Σ_i Σ_rows w (Q_i − y)² / n, gradient w (Q_i − y) / n into each Q network
         regression = critic_regression()

@@ -16,7 +16,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
 from sb3_s2vg.layers import replace_relu_with_float_mask
-from sb3_s2vg.manual_gradients import HALF_LOG_2PI, CriticRegression, ManualActorCriticGradients
+from sb3_s2vg.manual_gradients import CriticRegression, ManualActorCriticGradients, squashed_gaussian_sample
 from sb3_s2vg.policies import (
     BatchedContinuousCritic,
     MlpPolicy,
@@ -479,12 +479,8 @@ class S2VG(OffPolicyAlgorithm):
             actions, log_prob = self.actor.action_log_prob(observations)
             return actions, log_prob.reshape(-1, 1)
         mean_actions, log_std, _ = self.actor.get_action_dist_params(observations)
-        noise = th.empty_like(mean_actions).normal_()
-        actions = th.tanh(mean_actions + log_std.exp() * noise)
-        # Gaussian log-density of the pre-squash sample, then SAC's tanh correction (epsilon 1e-6 as in SB3)
-        log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI).sum(dim=1, keepdim=True)
-        log_prob = log_prob - th.log(1.0 - actions.square() + 1e-6).sum(dim=1, keepdim=True)
-        return actions, log_prob
+        sample = squashed_gaussian_sample(mean_actions, log_std)
+        return sample.actions, sample.log_prob
 
     def _current_ent_coef(self) -> th.Tensor:
         """:return: α as a scalar tensor without gradient: exp(log α) when it is learned, else the constant"""
