@@ -4,7 +4,7 @@ of gradient updates per env step as S2VG's actor-critic updates), optionally sb3
 same environment, seeds and budget, in one invocation.
 
 Every ``--eval-every`` env steps the deterministic policy is evaluated on a separate environment. Each run writes
-``<out>/<env>/<algo>_seed<k>.csv`` (step, train_seconds, mean return, std return); the summary step aggregates
+``<out>/<env>/<algo>_seed<k>.csv`` (step, train_seconds, mean return, std return, cpu_seconds); the summary step aggregates
 all runs found under ``<out>/<env>`` into ``summary.md``, ``summary.json``, ``curves_steps.png`` and
 ``curves_seconds.png``.
 
@@ -15,7 +15,8 @@ Long runs: ``--checkpoint-every N`` writes an exact checkpoint (agent, replay bu
 steps under ``<out>/<env>/checkpoints/``; the same command with ``--resume`` continues every unfinished run from
 its checkpoint, with results identical to an uninterrupted run (``tests/test_resume.py``).
 
-Training seconds exclude evaluation. One torch thread per run; ``--workers`` runs that many runs in parallel
+Training seconds (wall clock) and CPU seconds (the run's process CPU time, which other processes on the machine do
+not inflate) exclude evaluation. One torch thread per run; ``--workers`` runs that many runs in parallel
 (timings of parallel runs share the machine: compare algorithms only within one invocation).
 """
 
@@ -122,11 +123,12 @@ def run_one(
     path = Path(out_dir) / f"{name}.csv"
     checkpoint_dir = Path(out_dir) / "checkpoints" / name
     eval_env = Monitor(gym.make(env_id))
-    rows: list[tuple[int, float, float, float]] = []
-    train_seconds = 0.0
+    rows: list[tuple[float, ...]] = []
+    train_seconds = cpu_seconds = 0.0
     if resume and (checkpoint_dir / "state.pkl").exists():
         model, extra = load_checkpoint(checkpoint_dir, algorithm_class(algo), make_env(env_id), eval_env)
         rows, train_seconds = extra["rows"], extra["train_seconds"]
+        cpu_seconds = extra.get("cpu_seconds", float("nan"))
         print(f"{env_id} {name}: resumed at step {model.num_timesteps}", flush=True)
     else:
         eval_env.reset(seed=10_000 + seed)
@@ -136,20 +138,30 @@ def run_one(
         def __init__(self) -> None:
             super().__init__()
             self.train_seconds = train_seconds
+            self.cpu_seconds = cpu_seconds
             self.last = time.perf_counter()
+            self.last_cpu = time.process_time()
             self.checkpoint_pending = False
+
+        def _pause_clocks(self) -> None:
+            self.train_seconds += time.perf_counter() - self.last
+            self.cpu_seconds += time.process_time() - self.last_cpu
+
+        def _restart_clocks(self) -> None:
+            self.last = time.perf_counter()
+            self.last_cpu = time.process_time()
 
         def _on_step(self) -> bool:
             if self.num_timesteps % eval_every == 0:
-                self.train_seconds += time.perf_counter() - self.last
+                self._pause_clocks()
                 mean, std = evaluate_policy(self.model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
-                rows.append((self.num_timesteps, self.train_seconds, float(mean), float(std)))
+                rows.append((self.num_timesteps, self.train_seconds, float(mean), float(std), self.cpu_seconds))
                 with open(path, "w", newline="") as file:
                     writer = csv.writer(file)
-                    writer.writerow(["step", "train_seconds", "return_mean", "return_std"])
+                    writer.writerow(["step", "train_seconds", "return_mean", "return_std", "cpu_seconds"])
                     writer.writerows(rows)
                 print(f"{env_id} {name}: step {self.num_timesteps} return {mean:.1f} ({self.train_seconds:.0f} s)", flush=True)
-                self.last = time.perf_counter()
+                self._restart_clocks()
             if checkpoint_every and self.num_timesteps % checkpoint_every == 0 and self.num_timesteps < steps:
                 self.checkpoint_pending = True
             return True
@@ -158,11 +170,11 @@ def run_one(
             # The checkpoint waits until this step's transition is stored and its gradient steps are done: there the
             # agent is in the state it has between two learn() calls, from which a resumed run continues exactly
             if self.checkpoint_pending:
-                self.train_seconds += time.perf_counter() - self.last
-                extra = {"rows": rows, "train_seconds": self.train_seconds}
+                self._pause_clocks()
+                extra = {"rows": rows, "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds}
                 save_checkpoint(checkpoint_dir, self.model, eval_env, extra=extra)  # type: ignore[arg-type]
                 self.checkpoint_pending = False
-                self.last = time.perf_counter()
+                self._restart_clocks()
 
     remaining = steps - model.num_timesteps
     if remaining > 0:
