@@ -136,7 +136,6 @@ def measure_updates(
     hidden: list[int],
     rounds: int,
     repeats: int,
-    compiled: bool = False,
 ) -> dict[str, Any]:
     sac = SAC(
         "MlpPolicy", env_id, learning_starts=1000, batch_size=batch, policy_kwargs=dict(net_arch=hidden), device=device, seed=0
@@ -147,7 +146,7 @@ def measure_updates(
             "MlpPolicy", env_id, learning_starts=1000, batch_size=batch, model_batch_size=batch,
             policy_kwargs=dict(net_arch=hidden), device=device, seed=0, **kwargs,
         )  # fmt: skip
-        model.learn(1001)  # fills the buffer (and compiles the losses when asked)
+        model.learn(1001)  # fills the buffer
         return model
 
     def updates_of(model: S2VG) -> Callable[[int], None]:
@@ -174,8 +173,6 @@ def measure_updates(
         "s2vg_autograd_update": updates_of(make_s2vg(manual_gradients=False)),
         "world_model_update": model_updates,
     }
-    if compiled:
-        functions["s2vg_compiled_update"] = updates_of(make_s2vg(compile_losses=True))
     times: dict[str, list[float]] = {key: [] for key in functions}
     for function in functions.values():  # warm-up
         function(5)
@@ -191,9 +188,7 @@ def measure_updates(
         "s2vg_update": s2vg_update_flops(obs_dim, action_dim, arch, batch),
         "world_model_update": world_model_update_flops(obs_dim, action_dim, arch, batch),
     }
-    for variant in ("s2vg_autograd_update", "s2vg_compiled_update"):
-        if variant in medians:
-            flops[variant] = flops["s2vg_update"]
+    flops["s2vg_autograd_update"] = flops["s2vg_update"]
     return {"seconds": medians, "all_seconds": times, "flops": flops}
 
 
@@ -223,7 +218,6 @@ def main() -> None:
     parser.add_argument("--learn-steps", type=int, default=1500)
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed")
-    parser.add_argument("--compile", action="store_true", help="Also time updates with compile_losses=True")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="Clock of the CPU timings")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
@@ -237,7 +231,7 @@ def main() -> None:
     for device in devices:
         clock = clock_for(device, args.clock)
         rate = dense_matmul_rate(device, clock)
-        updates = measure_updates(args.env, device, clock, args.batch_size, args.hidden, args.rounds, args.repeats, args.compile)
+        updates = measure_updates(args.env, device, clock, args.batch_size, args.hidden, args.rounds, args.repeats)
         learn = {}
         for env_id in args.learn_envs:
             m = load_hyperparams(env_id).get("actor_critic_updates", 5)
@@ -255,7 +249,6 @@ def main() -> None:
             "sac_step": "SB3 SAC gradient step",
             "s2vg_update": "S2VG actor-critic update (hand-derived gradients, the default)",
             "s2vg_autograd_update": "S2VG actor-critic update, autograd (manual_gradients=False)",
-            "s2vg_compiled_update": "S2VG actor-critic update, compile_losses=True",
             "world_model_update": "S2VG world-model update",
         }
         for key, label in labels.items():

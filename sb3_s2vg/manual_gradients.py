@@ -11,15 +11,23 @@ computes the same losses and the same gradients with explicit matrix products:
 - the policy gradient of eq. 11 passes through the world model and V as input gradients only (their weight
   gradients are never formed, as with autograd and frozen parameters).
 
-It covers the common configuration: vector observations (a ``Box``, or a ``Dict`` of them) read through SB3's
-``FlattenExtractor`` or ``CombinedExtractor``, ReLU networks, no gSDE, any horizon H, and a termination signal that
-is absent, learned (a classifier) or a known function whose output carries no gradient.
-``ManualActorCriticGradients.unsupported_reason`` says why another configuration falls back to autograd.
+Its passes line up one for one with the autograd losses of ``S2VG``, which stay the definition:
+
+==========================  ==================================================
+``S2VG`` (autograd)         ``ManualActorCriticGradients``
+==========================  ==================================================
+``_sample_actions``         ``sample_actions``
+``_critic_loss`` (eq. 7)    ``critic_gradients`` (targets computed by ``S2VG._critic_targets``, passed in)
+``_value_loss`` (eq. 8)     ``value_gradients``
+``_actor_loss`` (eq. 10-11) ``actor_gradients``
+==========================  ==================================================
+
+The world model's decoding (denormalisation, ``predict_delta``) and its termination precedence come from
+``WorldModel``'s own helpers. The configurations covered are stated in one place,
+``ManualActorCriticGradients.unsupported_reason``; every other configuration runs the autograd losses.
 ``tests/test_manual_gradients.py`` checks losses and gradients against autograd.
 """
 
-import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch as th
@@ -30,63 +38,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_s2vg.layers import BatchedMLP
-from sb3_s2vg.policies import BatchedContinuousCritic, ValueNetwork
-from sb3_s2vg.world_model import MAX_LOG_STD, MIN_LOG_STD, RunningNormalizer, WorldModel
-
-#: log √(2π), the constant of the Gaussian log-density
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-class SquashedGaussianSample(NamedTuple):
-    """
-    A reparameterised action a = tanh(μ + σ η) of SAC's squashed Gaussian policy, with what its gradient needs.
-
-    :param actions: a, shape (batch, action_dim), in (-1, 1)
-    :param log_prob: log π(a|s), shape (batch, 1)
-    :param noise: η ~ N(0, 1), shape (batch, action_dim)
-    :param std: σ, shape (batch, action_dim)
-    :param squash_term: 1 − a² + 1e-6, shape (batch, action_dim)
-    """
-
-    actions: th.Tensor
-    log_prob: th.Tensor
-    noise: th.Tensor
-    std: th.Tensor
-    squash_term: th.Tensor
-
-
-def squashed_gaussian_sample(mean: th.Tensor, log_std: th.Tensor) -> SquashedGaussianSample:
-    """
-    The same numbers (and random stream) as SB3's ``Actor.action_log_prob``, without ``torch.distributions``: the
-    Gaussian log-density of the pre-squash sample, then SAC's tanh correction (epsilon 1e-6 as in SB3).
-
-    :param mean: μ, shape (batch, action_dim)
-    :param log_std: log σ (already clamped), shape (batch, action_dim)
-    """
-    noise = th.empty_like(mean).normal_()
-    std = log_std.exp()
-    actions = th.tanh(mean + std * noise)
-    squash_term = 1.0 - actions.square() + 1e-6
-    log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI).sum(dim=1, keepdim=True)
-    log_prob = log_prob - th.log(squash_term).sum(dim=1, keepdim=True)
-    return SquashedGaussianSample(actions, log_prob, noise, std, squash_term)
-
-
-class CriticRegression(NamedTuple):
-    """
-    The regression of eq. 7 for one update, computed without gradient.
-
-    :param observations: Inputs ŝ_t of the Q networks, the H steps stacked: (n, ...) with n = H * batch
-    :param actions: Their actions â_t, shape (n, action_dim)
-    :param targets: Regression targets, shape (n, 1)
-    :param weights: Weight of each row (the probability that no earlier imagined step terminated), shape (n, 1), or
-        None when all are one (H = 1)
-    """
-
-    observations: PyTorchObs
-    actions: th.Tensor
-    targets: th.Tensor
-    weights: th.Tensor | None
+from sb3_s2vg.policies import BatchedContinuousCritic, SquashedGaussianSample, ValueNetwork, squashed_gaussian_sample
+from sb3_s2vg.world_model import WorldModel, soft_clamp_log_std, soft_clamp_log_std_derivative
 
 
 def _linear_layers(sequential: nn.Module) -> tuple[list[nn.Linear], bool] | None:
@@ -108,7 +61,7 @@ def _linear_layers(sequential: nn.Module) -> tuple[list[nn.Linear], bool] | None
 
 def _reads_flat_vectors(extractor: BaseFeaturesExtractor) -> bool:
     """
-    Whether the features are the flat observation vector (``S2VGPolicy.flatten_obs``): SB3's ``FlattenExtractor``, or
+    Whether the features are the flat observation vector (``ObservationFlattener.flatten``): SB3's ``FlattenExtractor``, or
     its ``CombinedExtractor`` over vector boxes (each key flattened, concatenated in the space's key order).
     """
     if type(extractor) is FlattenExtractor:
@@ -116,14 +69,14 @@ def _reads_flat_vectors(extractor: BaseFeaturesExtractor) -> bool:
     return type(extractor) is CombinedExtractor and all(type(m) is nn.Flatten for m in extractor.extractors.values())
 
 
-def _mlp_of(sequential: nn.Module) -> "_Mlp":
-    """The ``_Mlp`` view of a ``Linear, ReLU, ..., Linear[, ReLU]`` network (checked by ``unsupported_reason``)."""
+def _passes_of(sequential: nn.Module) -> "_LinearReLUPasses":
+    """The passes of a ``Linear, ReLU, ..., Linear[, ReLU]`` network (checked by ``unsupported_reason``)."""
     layers = _linear_layers(sequential)
     assert layers is not None, f"not a plain Linear/ReLU MLP: {sequential}"
-    return _Mlp(*layers)
+    return _LinearReLUPasses(*layers)
 
 
-class _Mlp:
+class _LinearReLUPasses:
     """
     A ReLU MLP seen as its weight and bias tensors (shared with the module, so always current).
 
@@ -189,9 +142,9 @@ class _Mlp:
         return input_grad
 
 
-class _BatchedMlp:
+class _BatchedLinearReLUPasses:
     """
-    ``BatchedMLP`` seen as its stacked weight (members, in, out) and bias (members, 1, out) tensors.
+    ``BatchedMLP`` (the Q networks) seen as its stacked weight (members, in, out) and bias (members, 1, out) tensors.
 
     :param module: The batched networks
     """
@@ -246,20 +199,6 @@ def _relu_backward_(grad: th.Tensor, relu_output: th.Tensor) -> None:
     th.ops.aten.threshold_backward.grad_input(grad, relu_output, 0.0, grad_input=grad)
 
 
-def _soft_clamp_log_std(raw_log_std: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-    """
-    ``GaussianHead``'s soft clamp into [``MIN_LOG_STD``, ``MAX_LOG_STD``] and its derivative.
-
-    :param raw_log_std: Shape (batch, dim)
-    :return: The clamped log standard deviation and d(clamped)/d(raw), both of shape (batch, dim)
-    """
-    upper = MAX_LOG_STD - F.softplus(MAX_LOG_STD - raw_log_std)
-    log_std = MIN_LOG_STD + F.softplus(upper - MIN_LOG_STD)
-    # softplus'(x) = sigmoid(x) (softplus is linear above its threshold 20, where sigmoid rounds to 1 in fp32)
-    derivative = th.sigmoid(upper - MIN_LOG_STD).mul_(th.sigmoid(MAX_LOG_STD - raw_log_std))
-    return log_std, derivative
-
-
 class _GaussianHeadPass:
     """
     One reparameterised sample of a ``GaussianHead`` with what its backward pass needs.
@@ -269,12 +208,12 @@ class _GaussianHeadPass:
     :param inputs: Input of shape (batch, in)
     """
 
-    def __init__(self, head: _Mlp, output_dim: int, inputs: th.Tensor):
+    def __init__(self, head: _LinearReLUPasses, output_dim: int, inputs: th.Tensor):
         self.mlp = head
         self.saved: list[th.Tensor] = []
         self.mean, raw_log_std = head.forward(inputs, self.saved).split(output_dim, dim=-1)
-        log_std, self.log_std_derivative = _soft_clamp_log_std(raw_log_std)
-        self.std = log_std.exp()
+        self.log_std_derivative = soft_clamp_log_std_derivative(raw_log_std)
+        self.std = soft_clamp_log_std(raw_log_std).exp()
 
     def sample(self) -> th.Tensor:
         """:return: ``mean + std * ζ``, ζ ~ N(0, 1), shape (batch, dim) (draws ζ)"""
@@ -291,38 +230,47 @@ class _GaussianHeadPass:
         return self.mlp.backward_input(grad_output, self.saved)
 
 
-def _normalizer_scale(normalizer: RunningNormalizer) -> th.Tensor | None:
-    return normalizer.std if normalizer.enabled else None
+class PolicySample(NamedTuple):
+    """
+    The policy's reparameterised actions on a batch of real states, with what the backward pass needs.
+
+    :param observations: The flat real observations, shape (batch, obs_dim)
+    :param sample: Actions, log-probabilities and the noise behind them
+    :param latent: The actor's latent features (``latent_pi``'s output), shape (batch, latent_dim)
+    :param latent_saved: The inputs of ``latent_pi``'s layers
+    :param raw_log_std: The log-std head's output before SB3's clamp, shape (batch, action_dim)
+    """
+
+    observations: th.Tensor
+    sample: SquashedGaussianSample
+    latent: th.Tensor
+    latent_saved: list[th.Tensor]
+    raw_log_std: th.Tensor
 
 
 class ManualActorCriticGradients:
     """
     The gradients of one S2VG actor-critic update, computed by hand: eq. 7 into the Q networks, eq. 8 into V
     and eq. 11 into the policy, left in each parameter's ``.grad``. Same numbers as autograd on the same
-    batch and random stream (up to floating-point summation order).
+    batch and random stream (up to floating-point summation order) when called in the autograd path's order:
+    ``sample_actions``, ``critic_gradients``, ``value_gradients``, ``actor_gradients``.
 
     :param actor: SB3's SAC actor (ReLU ``latent_pi``, ``mu`` and ``log_std`` heads, no gSDE)
-    :param critic_networks: The twin Q networks (``BatchedContinuousCritic.q_networks``)
-    :param value_net: V's MLP (``ValueNetwork.v_net``)
+    :param critic: The Q networks
+    :param value_net: V
     :param world_model: The world model (its ``termination_fn`` is read at every call)
     """
 
-    def __init__(
-        self,
-        actor: Actor,
-        critic_networks: BatchedMLP,
-        value_net: nn.Sequential,
-        world_model: WorldModel,
-    ):
-        self.actor = _mlp_of(actor.latent_pi)  # Linear, ReLU, ..., Linear, ReLU
-        self.mean_head = _mlp_of(nn.Sequential(actor.mu))
-        self.log_std_head = _mlp_of(nn.Sequential(actor.log_std))
-        self.critic = _BatchedMlp(critic_networks)
-        self.value = _mlp_of(value_net)
+    def __init__(self, actor: Actor, critic: BatchedContinuousCritic, value_net: ValueNetwork, world_model: WorldModel):
+        self.actor = _passes_of(actor.latent_pi)  # Linear, ReLU, ..., Linear, ReLU
+        self.mean_head = _passes_of(nn.Sequential(actor.mu))
+        self.log_std_head = _passes_of(nn.Sequential(actor.log_std))
+        self.critic = _BatchedLinearReLUPasses(critic.q_networks)
+        self.value = _passes_of(value_net.v_net)
         self.world_model = world_model
-        self.dynamics = _mlp_of(world_model.dynamics.net)
-        self.reward = _mlp_of(world_model.reward.net)
-        self.termination = _mlp_of(world_model.termination) if world_model.termination is not None else None
+        self.dynamics = _passes_of(world_model.dynamics.net)
+        self.reward = _passes_of(world_model.reward.net)
+        self.termination = _passes_of(world_model.termination) if world_model.termination is not None else None
 
     @staticmethod
     def unsupported_reason(
@@ -366,106 +314,120 @@ class ManualActorCriticGradients:
         return None
 
     @th.no_grad()
-    def __call__(
-        self,
-        observations: th.Tensor,
-        critic_regression: Callable[[], CriticRegression],
-        ent_coef: th.Tensor,
-        gamma: float,
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    def sample_actions(self, observations: PyTorchObs) -> PolicySample:
         """
-        Losses and gradients of one update on a batch of real states.
+        ``S2VG._sample_actions`` with the activations kept: a = tanh(μ + σ η) and log π(a|s) (draws η).
 
-        :param observations: Flat real observations, shape (batch, obs_dim), float32
-        :param critic_regression: Returns the inputs (flat, float32), targets and weights of eq. 7. It is called
-            once, after the policy's action noise is drawn and before the world model's, the order in which the
-            autograd path draws them (the imagined rollout of H > 1 draws in between), so that both paths see the
-            same random numbers
+        :param observations: Real observations, batch first
+        """
+        flat_obs = self.world_model.flattener.flatten(observations)
+        latent_saved: list[th.Tensor] = []
+        latent = self.actor.forward(flat_obs, latent_saved)
+        raw_log_std = self.log_std_head.forward(latent)
+        sample = squashed_gaussian_sample(self.mean_head.forward(latent), raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+        return PolicySample(flat_obs, sample, latent, latent_saved, raw_log_std)
+
+    @th.no_grad()
+    def critic_gradients(
+        self, observations: PyTorchObs, actions: th.Tensor, targets: th.Tensor, weights: th.Tensor | None
+    ) -> th.Tensor:
+        """
+        ``S2VG._critic_loss`` (eq. 7): ½ Σ_i Σ_rows w (Q_i − y)² / n; its gradient w (Q_i − y) / n into each Q network.
+
+        :param observations: Inputs ŝ_t of the Q networks, n rows, batch first
+        :param actions: Their actions, shape (n, action_dim)
+        :param targets: Regression targets, shape (n, 1)
+        :param weights: Row weights, shape (n, 1), or None (all one)
+        :return: The loss (scalar)
+        """
+        saved: list[th.Tensor] = []
+        q_inputs = th.cat([self.world_model.flattener.flatten(observations), actions], dim=1)
+        residuals = self.critic.forward(q_inputs, saved) - targets
+        weighted = residuals if weights is None else weights * residuals
+        n_rows = targets.shape[0]
+        loss = 0.5 * (weighted * residuals).sum() / n_rows
+        self.critic.backward_weights(weighted.div_(n_rows), saved)
+        return loss
+
+    @th.no_grad()
+    def value_gradients(self, policy: PolicySample, ent_coef: th.Tensor) -> th.Tensor:
+        """
+        ``S2VG._value_loss`` (eq. 8): ½ E[(V(s) − (min_i Q_i(s, a) − α log π(a|s)))²]; its gradient into V.
+
+        :param policy: The policy's actions on the real states
+        :param ent_coef: α, a scalar tensor
+        :return: The loss (scalar)
+        """
+        observations, sample = policy.observations, policy.sample
+        q_pi = self.critic.forward(th.cat([observations, sample.actions], dim=1))
+        targets = q_pi.min(dim=0).values - ent_coef * sample.log_prob
+        saved: list[th.Tensor] = []
+        residuals = self.value.forward(observations, saved) - targets
+        loss = 0.5 * residuals.square().mean()
+        self.value.backward_weights(residuals.div_(observations.shape[0]), saved)
+        return loss
+
+    @th.no_grad()
+    def actor_gradients(self, policy: PolicySample, ent_coef: th.Tensor, gamma: float) -> th.Tensor:
+        """
+        ``S2VG._actor_loss`` (eq. 10-11): −E[r̂(s, a) − α log π(a|s) + γ (1 − d̂) V(f(s, a))]; its gradient through
+        the reward model, the dynamics model, the termination classifier (when it decides) and V into the policy
+        (draws the world model's noise ζ).
+
+        :param policy: The policy's actions on the real states
         :param ent_coef: α, a scalar tensor
         :param gamma: Discount factor γ
-        :return: Critic, value and actor losses (scalars) and the log-probabilities of the sampled policy
-            actions, shape (batch, 1)
+        :return: The loss (scalar)
         """
-        batch_size = observations.shape[0]
-        # ----- the policy's reparameterised action a = tanh(μ + σ η) and log π(a|s), as S2VG._sample_actions
-        actor_saved: list[th.Tensor] = []
-        latent = self.actor.forward(observations, actor_saved)
-        mean = self.mean_head.forward(latent)
-        raw_log_std = self.log_std_head.forward(latent)
-        log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        actions_pi, log_prob, noise, std, squash_term = squashed_gaussian_sample(mean, log_std)
-
-        # ----- eq. 7: ½ Σ_i Σ_rows w (Q_i − y)² / n, gradient w (Q_i − y) / n into each Q network
-        regression = critic_regression()
-        critic_saved: list[th.Tensor] = []
-        q_inputs = th.cat([regression.observations, regression.actions], dim=1)  # type: ignore[list-item]
-        residuals = self.critic.forward(q_inputs, critic_saved) - regression.targets
-        weighted = residuals if regression.weights is None else regression.weights * residuals
-        n_rows = regression.targets.shape[0]
-        critic_loss = 0.5 * (weighted * residuals).sum() / n_rows
-        self.critic.backward_weights(weighted.div_(n_rows), critic_saved)
-
-        # ----- eq. 8: ½ E[(V(s) − (min_i Q_i(s, a) − α log π(a|s)))²] with a ~ π(s), gradient into V
-        q_pi = self.critic.forward(th.cat([observations, actions_pi], dim=1))
-        value_targets = q_pi.min(dim=0).values - ent_coef * log_prob
-        value_saved: list[th.Tensor] = []
-        value_residuals = self.value.forward(observations, value_saved) - value_targets
-        value_loss = 0.5 * value_residuals.square().mean()
-        self.value.backward_weights(value_residuals.div_(batch_size), value_saved)
-
-        # ----- eq. 10-11: −E[r̂(s, a) − α log π(a|s) + γ (1 − d̂) V(f(s, a))], through the model and V into π
-        world_model = self.world_model
-        model_inputs = th.cat([world_model.obs_normalizer.normalize(observations), actions_pi], dim=1)
-        dynamics = _GaussianHeadPass(self.dynamics, world_model.obs_dim, model_inputs)
-        reward = _GaussianHeadPass(self.reward, 1, model_inputs)
-        model_next_observations = world_model.dynamics_target_normalizer.denormalize(dynamics.sample())
-        if world_model.predict_delta:
-            model_next_observations = model_next_observations + observations
-        model_rewards = world_model.reward_normalizer.denormalize(reward.sample())
+        observations, sample = policy.observations, policy.sample
+        world_model, batch_size = self.world_model, observations.shape[0]
+        inputs = world_model.inputs(observations, sample.actions)
+        dynamics = _GaussianHeadPass(self.dynamics, world_model.obs_dim, inputs)
+        reward = _GaussianHeadPass(self.reward, 1, inputs)
+        next_observations, rewards = world_model.decode(observations, dynamics.sample(), reward.sample())
+        dones = world_model.known_dones(observations, sample.actions, next_observations)
         termination_saved: list[th.Tensor] = []
         done_probabilities = None
-        model_dones = None
-        if world_model.termination_fn is not None:
-            model_dones = world_model.termination_fn(observations, actions_pi, model_next_observations)
-            model_dones = model_dones.reshape(-1, 1).to(model_rewards.dtype)
-        elif self.termination is not None:
-            done_probabilities = th.sigmoid(self.termination.forward(model_inputs, termination_saved))
-            model_dones = done_probabilities
+        if world_model.termination_classifier is not None:
+            assert self.termination is not None
+            dones = done_probabilities = th.sigmoid(self.termination.forward(inputs, termination_saved))
         next_value_saved: list[th.Tensor] = []
-        next_values = self.value.forward(model_next_observations, next_value_saved)
-        alive = None if model_dones is None else 1.0 - model_dones
-        discounted = gamma * (next_values if alive is None else alive * next_values)
-        actor_loss = -(model_rewards - ent_coef * log_prob + discounted).mean()
+        next_values = self.value.forward(next_observations, next_value_saved)
+        alive = None if dones is None else 1.0 - dones
+        loss = -(rewards - ent_coef * sample.log_prob + gamma * (next_values if alive is None else alive * next_values)).mean()
 
         grad_next_values = th.full_like(next_values, -gamma / batch_size)
         if alive is not None:
             grad_next_values = grad_next_values * alive
         grad_next_observations = self.value.backward_input(grad_next_values, next_value_saved)
-        dynamics_scale = _normalizer_scale(world_model.dynamics_target_normalizer)
-        if dynamics_scale is not None:
-            grad_next_observations = grad_next_observations * dynamics_scale
-        grad_inputs = dynamics.input_grad(grad_next_observations)
-        grad_rewards = th.full_like(model_rewards, -1.0 / batch_size)
-        reward_scale = _normalizer_scale(world_model.reward_normalizer)
-        if reward_scale is not None:
-            grad_rewards = grad_rewards * reward_scale
+        grad_inputs = dynamics.input_grad(world_model.dynamics_target_normalizer.denormalize_backward(grad_next_observations))
+        grad_rewards = world_model.reward_normalizer.denormalize_backward(th.full_like(rewards, -1.0 / batch_size))
         grad_inputs = grad_inputs + reward.input_grad(grad_rewards)
         if done_probabilities is not None:
             assert self.termination is not None
             # d(−γ (1 − p) V / n)/dp = γ V / n, and dp/dlogit = p (1 − p)
             grad_logits = next_values * (gamma / batch_size) * done_probabilities * (1.0 - done_probabilities)
             grad_inputs = grad_inputs + self.termination.backward_input(grad_logits, termination_saved)
+        self._policy_backward(policy, grad_inputs[:, world_model.obs_dim :], ent_coef / batch_size)
+        return loss
 
-        # through the squashed Gaussian: a = tanh(u), u = μ + σ η, log π = Σ(−η²/2 − log σ − c) − Σ log(1 − a² + ε)
-        grad_log_prob = ent_coef / batch_size
-        grad_actions = grad_inputs[:, world_model.obs_dim :] + grad_log_prob * 2.0 * actions_pi / squash_term
-        grad_pre_squash = grad_actions * (1.0 - actions_pi.square())
-        grad_log_std = grad_pre_squash * std * noise - grad_log_prob
-        grad_log_std = grad_log_std * ((raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX))
-        latent_saved = [latent]
+    def _policy_backward(self, policy: PolicySample, grad_actions: th.Tensor, grad_log_prob: th.Tensor) -> None:
+        """
+        Through the squashed Gaussian into the actor's parameters: a = tanh(u), u = μ + σ η,
+        log π = Σ(−η²/2 − log σ − c) − Σ log(1 − a² + ε).
+
+        :param policy: The policy's sample
+        :param grad_actions: Gradient of the loss with respect to a through the world model, shape (batch, action_dim)
+        :param grad_log_prob: Gradient of the loss with respect to each log π(a|s) (α / batch), a scalar tensor
+        """
+        sample = policy.sample
+        grad_actions = grad_actions + grad_log_prob * 2.0 * sample.actions / sample.squash_term
+        grad_pre_squash = grad_actions * (1.0 - sample.actions.square())
+        grad_log_std = grad_pre_squash * sample.std * sample.noise - grad_log_prob
+        grad_log_std = grad_log_std * ((policy.raw_log_std >= LOG_STD_MIN) & (policy.raw_log_std <= LOG_STD_MAX))
+        latent_saved = [policy.latent]
         grad_latent = self.mean_head.backward_input(grad_pre_squash, latent_saved, weight_grads=True)
         grad_latent = grad_latent + self.log_std_head.backward_input(grad_log_std, latent_saved, weight_grads=True)
         if self.actor.weights:  # no hidden layers (net_arch pi=[]): the heads read the observations directly
-            _relu_backward_(grad_latent, latent)
-            self.actor.backward_weights(grad_latent, actor_saved)
-        return critic_loss, value_loss, actor_loss, log_prob
+            _relu_backward_(grad_latent, policy.latent)
+            self.actor.backward_weights(grad_latent, policy.latent_saved)

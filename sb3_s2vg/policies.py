@@ -1,9 +1,9 @@
 """Policies of S2VG: SB3's squashed-Gaussian SAC actor, twin Q critics, a state-value network V with its
 Polyak target, and the world model (dynamics, reward, optional termination)."""
 
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BaseModel, BasePolicy
@@ -18,7 +18,7 @@ from stable_baselines3.sac.policies import Actor
 from torch import nn
 
 from sb3_s2vg.layers import BatchedMLP, make_mlp
-from sb3_s2vg.world_model import WorldModel
+from sb3_s2vg.world_model import TerminationFn, WorldModel
 
 #: Parts of the policy whose hidden layers ``net_arch`` can set, and their defaults (the paper's Table 2 general
 #: setting: (256, 256) everywhere).
@@ -30,6 +30,46 @@ DEFAULT_NET_ARCH: dict[str, list[int]] = {
     "reward": [256, 256],
     "termination": [256, 256],
 }
+
+
+#: log √(2π), the constant of the Gaussian log-density
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class SquashedGaussianSample(NamedTuple):
+    """
+    A reparameterised action a = tanh(μ + σ η) of SAC's squashed Gaussian policy, with what its gradient needs.
+
+    :param actions: a, shape (batch, action_dim), in (-1, 1)
+    :param log_prob: log π(a|s), shape (batch, 1)
+    :param noise: η ~ N(0, 1), shape (batch, action_dim)
+    :param std: σ, shape (batch, action_dim)
+    :param squash_term: 1 − a² + 1e-6, shape (batch, action_dim)
+    """
+
+    actions: th.Tensor
+    log_prob: th.Tensor
+    noise: th.Tensor
+    std: th.Tensor
+    squash_term: th.Tensor
+
+
+def squashed_gaussian_sample(mean: th.Tensor, log_std: th.Tensor) -> SquashedGaussianSample:
+    """
+    An action of SB3's SAC ``Actor`` with its log-probability: the same numbers (and random stream) as
+    ``Actor.action_log_prob``, without ``torch.distributions``: the Gaussian log-density of the pre-squash sample,
+    then SAC's tanh correction (epsilon 1e-6 as in SB3).
+
+    :param mean: μ, shape (batch, action_dim)
+    :param log_std: log σ (already clamped), shape (batch, action_dim)
+    """
+    noise = th.empty_like(mean).normal_()
+    std = log_std.exp()
+    actions = th.tanh(mean + std * noise)
+    squash_term = 1.0 - actions.square() + 1e-6
+    log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI).sum(dim=1, keepdim=True)
+    log_prob = log_prob - th.log(squash_term).sum(dim=1, keepdim=True)
+    return SquashedGaussianSample(actions, log_prob, noise, std, squash_term)
 
 
 def check_observation_space(observation_space: spaces.Space) -> None:
@@ -177,6 +217,7 @@ class S2VGPolicy(BasePolicy):
     :param normalize_model: Normalise the world model's observation input and regression targets with running
         statistics (saved with the model)
     :param learn_termination: Learn a termination classifier (for environments that end, e.g. Hopper)
+    :param termination_fn: Known termination function of the world model (see ``WorldModel``)
     """
 
     actor: Actor
@@ -205,6 +246,7 @@ class S2VGPolicy(BasePolicy):
         predict_delta: bool = True,
         normalize_model: bool = True,
         learn_termination: bool = False,
+        termination_fn: TerminationFn | None = None,
     ):
         check_observation_space(observation_space)
         super().__init__(
@@ -224,6 +266,7 @@ class S2VGPolicy(BasePolicy):
         self.predict_delta = predict_delta
         self.normalize_model = normalize_model
         self.learn_termination = learn_termination
+        self.termination_fn = termination_fn
         self.sde_kwargs = {"use_sde": use_sde, "log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         self.net_args = {
             "observation_space": self.observation_space,
@@ -231,11 +274,6 @@ class S2VGPolicy(BasePolicy):
             "activation_fn": self.activation_fn,
             "normalize_images": normalize_images,
         }
-        if isinstance(observation_space, spaces.Dict):
-            self.obs_shapes = {key: space.shape for key, space in observation_space.spaces.items()}
-        else:
-            self.obs_shapes = {None: observation_space.shape}
-        self.obs_dim = int(sum(np.prod(shape) for shape in self.obs_shapes.values()))
         self._build(lr_schedule)
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -247,8 +285,8 @@ class S2VGPolicy(BasePolicy):
         self.value_target.load_state_dict(self.value_net.state_dict())
         self.value_target.set_training_mode(False)
         self.world_model = WorldModel(
-            obs_dim=self.obs_dim,
-            action_dim=get_action_dim(self.action_space),
+            self.observation_space,
+            self.action_space,  # type: ignore[arg-type]
             dynamics_arch=arch["dynamics"],
             reward_arch=arch["reward"],
             termination_arch=arch["termination"],
@@ -256,6 +294,7 @@ class S2VGPolicy(BasePolicy):
             predict_delta=self.predict_delta,
             normalize=self.normalize_model,
             learn_termination=self.learn_termination,
+            termination_fn=self.termination_fn,
         )
         optimizer_kwargs = dict(self.optimizer_kwargs)
         if self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(optimizer_kwargs):
@@ -286,6 +325,7 @@ class S2VGPolicy(BasePolicy):
                 predict_delta=self.predict_delta,
                 normalize_model=self.normalize_model,
                 learn_termination=self.learn_termination,
+                termination_fn=self.termination_fn,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,
@@ -294,27 +334,6 @@ class S2VGPolicy(BasePolicy):
             )
         )
         return data
-
-    def flatten_obs(self, obs: PyTorchObs) -> th.Tensor:
-        """
-        :param obs: Observations as the replay buffer returns them (a tensor, or a dict of tensors)
-        :return: The world model's flat observation vectors, shape (batch, obs_dim)
-        """
-        if isinstance(obs, dict):
-            return th.cat([obs[key].reshape(obs[key].shape[0], -1).float() for key in self.obs_shapes], dim=1)
-        return obs.reshape(obs.shape[0], -1).float()
-
-    def unflatten_obs(self, flat_obs: th.Tensor) -> PyTorchObs:
-        """
-        :param flat_obs: Flat observation vectors, shape (batch, obs_dim)
-        :return: Observations in the form of the observation space (a tensor, or a dict of tensors)
-        """
-        batch_size = flat_obs.shape[0]
-        if None in self.obs_shapes:
-            return flat_obs.reshape(batch_size, *self.obs_shapes[None])
-        sizes = [int(np.prod(shape)) for shape in self.obs_shapes.values()]
-        parts = flat_obs.split(sizes, dim=1)
-        return {key: part.reshape(batch_size, *shape) for (key, shape), part in zip(self.obs_shapes.items(), parts)}
 
     def reset_noise(self, batch_size: int = 1) -> None:
         """Sample new weights for the exploration matrix, when using gSDE."""

@@ -15,8 +15,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
-from sb3_s2vg.layers import replace_relu_with_float_mask
-from sb3_s2vg.manual_gradients import CriticRegression, ManualActorCriticGradients, squashed_gaussian_sample
+from sb3_s2vg.manual_gradients import ManualActorCriticGradients
 from sb3_s2vg.policies import (
     BatchedContinuousCritic,
     MlpPolicy,
@@ -24,8 +23,9 @@ from sb3_s2vg.policies import (
     S2VGPolicy,
     ValueNetwork,
     check_observation_space,
+    squashed_gaussian_sample,
 )
-from sb3_s2vg.world_model import MODEL_LOSSES, TerminationFn, WorldModel
+from sb3_s2vg.world_model import MODEL_LOSSES, TerminationFn, WorldModel, WorldModelLosses
 
 SelfS2VG = TypeVar("SelfS2VG", bound="S2VG")
 
@@ -34,13 +34,38 @@ SelfS2VG = TypeVar("SelfS2VG", bound="S2VG")
 HOLDOUT_WINDOW = 1000
 
 
+#: World-model options: constructor arguments of ``S2VG`` that reach the ``WorldModel`` through the policy. A value
+#: given in ``policy_kwargs`` as well must agree with the constructor's.
+WORLD_MODEL_OPTIONS = ("predict_delta", "normalize_model", "learn_termination", "termination_fn")
+
+
 class ActorCriticLosses(NamedTuple):
-    """Scalar losses of one actor-critic update (eq. 7, eq. 8, eq. 10-11) and of the entropy coefficient."""
+    """
+    Scalar losses of one actor-critic update (eq. 7, eq. 8, eq. 10-11) and of the entropy coefficient (None when
+    α is constant); logged as ``train/<field>_loss``.
+    """
 
     critic: th.Tensor
     value: th.Tensor
     actor: th.Tensor
     ent_coef: th.Tensor | None
+
+
+class CriticRegression(NamedTuple):
+    """
+    The regression of eq. 7 for one update, computed without gradient (``S2VG._critic_targets``).
+
+    :param observations: Inputs ŝ_t of the Q networks, the H steps stacked: (n, ...) with n = H * batch
+    :param actions: Their actions â_t, shape (n, action_dim)
+    :param targets: Regression targets, shape (n, 1)
+    :param weights: Weight of each row (the probability that no earlier imagined step terminated), shape (n, 1), or
+        None when all are one (H = 1)
+    """
+
+    observations: PyTorchObs
+    actions: th.Tensor
+    targets: th.Tensor
+    weights: th.Tensor | None
 
 
 def _import_termination_fn(path: str) -> TerminationFn:
@@ -110,14 +135,13 @@ class S2VG(OffPolicyAlgorithm):
         tensors, or its import path (``"sb3_s2vg.termination.hopper_termination"``); it takes precedence over the
         learned classifier (see ``sb3_s2vg.termination``). Without either,
         imagined transitions never terminate, which is right for Pendulum and HalfCheetah.
-    :param compile_losses: Compile the loss computations of eq. 7, 8 and 10-11 (forward and backward) with
-        ``torch.compile``; opt-in: it needs a C++ compiler (CPU) or Triton (CUDA), takes tens of seconds to compile
-        and is slower than eager mode on CPU (README, Speed); ReLU modules become ``FloatMaskReLU`` (same values) for it
+        The world-model options (``predict_delta``, ``normalize_model``, ``learn_termination``, ``termination_fn``)
+        are set here; ``policy_kwargs`` may repeat them only with the same value.
     :param manual_gradients: Compute each actor-critic update's losses and gradients with the hand-derived forward
         and backward passes of ``sb3_s2vg.manual_gradients`` (same numbers as autograd, about 15 % less time per
-        update on CPU) where the configuration allows it: vector observations (``Box`` or ``Dict``), ReLU networks,
-        no gSDE, no ``compile_losses``, a termination function (if any) whose output carries no gradient; elsewhere,
-        and with ``False``, autograd
+        update on CPU) where the configuration allows it (``ManualActorCriticGradients.unsupported_reason``: vector
+        observations, ``Box`` or ``Dict``, ReLU networks, no gSDE, a termination function, if any, whose output
+        carries no gradient); elsewhere, and with ``False``, autograd
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
     :param use_sde_at_warmup: Whether to use gSDE instead of uniform sampling during the warm up phase
@@ -172,7 +196,6 @@ class S2VG(OffPolicyAlgorithm):
         normalize_model: bool = True,
         learn_termination: bool = False,
         termination_fn: TerminationFn | str | None = None,
-        compile_losses: bool = False,
         manual_gradients: bool = True,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -257,7 +280,6 @@ class S2VG(OffPolicyAlgorithm):
         self.normalize_model = normalize_model
         self.learn_termination = learn_termination
         self.termination_fn = termination_fn
-        self.compile_losses = compile_losses
         self.manual_gradients = manual_gradients
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
@@ -268,15 +290,28 @@ class S2VG(OffPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
+    def _world_model_options(self) -> dict[str, Any]:
+        """
+        The world-model options of the constructor, for the policy; ``policy_kwargs`` may repeat one only with
+        the same value.
+
+        :raises ValueError: naming both places when they disagree
+        """
+        options = {name: getattr(self, name) for name in WORLD_MODEL_OPTIONS}
+        for name, value in options.items():
+            if name in self.policy_kwargs and self.policy_kwargs[name] is not value and self.policy_kwargs[name] != value:
+                raise ValueError(
+                    f"policy_kwargs[{name!r}]={self.policy_kwargs[name]!r} conflicts with S2VG({name}={value!r}): "
+                    f"set world-model options as S2VG's arguments, S2VG({name}=...), not in policy_kwargs"
+                )
+        return options
+
     def _setup_model(self) -> None:
         check_observation_space(self.observation_space)
-        self.policy_kwargs.update(
-            predict_delta=self.predict_delta,
-            normalize_model=self.normalize_model,
-            learn_termination=self.learn_termination,
-        )
+        user_policy_kwargs = self.policy_kwargs
+        self.policy_kwargs = {**user_policy_kwargs, **self._world_model_options()}
         super()._setup_model()
-        self.policy.world_model.termination_fn = self.termination_fn
+        self.policy_kwargs = user_policy_kwargs  # saved as given: the options are saved as S2VG's attributes
         self._create_aliases()
         self.value_lr_schedule = FloatSchedule(self.value_learning_rate)
         self.model_lr_schedule = FloatSchedule(self.model_learning_rate)
@@ -305,23 +340,13 @@ class S2VG(OffPolicyAlgorithm):
         self._value_parameters = list(self.value_net.parameters())
         self._value_target_parameters = list(self.value_target.parameters())
         self._policy_step_frozen_parameters = [*self.world_model.parameters(), *self._value_parameters]
-        self._loss_functions = {"critic": self._critic_loss, "value": self._value_loss, "actor": self._actor_loss}
         self._manual_gradients: ManualActorCriticGradients | None = None
         if self.manual_gradients:
-            if self.compile_losses:
-                reason: str | None = "compile_losses=True"
-            else:
-                reason = ManualActorCriticGradients.unsupported_reason(self.actor, self.critic, self.value_net, self.world_model)
+            reason = ManualActorCriticGradients.unsupported_reason(self.actor, self.critic, self.value_net, self.world_model)
             if reason is not None and self.verbose >= 1:
                 print(f"S2VG: actor-critic gradients by autograd, the hand-derived ones do not cover {reason}")
             if reason is None:
-                self._manual_gradients = ManualActorCriticGradients(
-                    self.actor, self.critic.q_networks, self.value_net.v_net, self.world_model
-                )
-        if self.compile_losses:
-            # Same values and gradients as nn.ReLU, but no boolean masks in the compiled graphs (slow on CPU)
-            replace_relu_with_float_mask(self.policy)
-            self._loss_functions = {name: th.compile(function) for name, function in self._loss_functions.items()}
+                self._manual_gradients = ManualActorCriticGradients(self.actor, self.critic, self.value_net, self.world_model)
 
     def _update_learning_rates(self) -> None:
         """Set the policy, value and model learning rates from their schedules and log them."""
@@ -367,10 +392,10 @@ class S2VG(OffPolicyAlgorithm):
         :param data: Real transitions, observations of shape (batch, ...) and rewards of shape (batch, 1)
         :return: Dynamics, reward and termination losses (scalars)
         """
-        observations = self.policy.flatten_obs(data.observations)
-        next_observations = self.policy.flatten_obs(data.next_observations)
-        self.world_model.update_normalizers(observations, next_observations, data.rewards)
-        return self.world_model.loss(observations, data.actions, next_observations, data.rewards, data.dones, self.model_loss)
+        self.world_model.update_normalizers(data.observations, data.next_observations, data.rewards)
+        return self.world_model.loss(
+            data.observations, data.actions, data.next_observations, data.rewards, data.dones, self.model_loss
+        )
 
     def _imagined_rollout(
         self, data: ReplayBufferSamples
@@ -390,12 +415,12 @@ class S2VG(OffPolicyAlgorithm):
             for _ in range(1, self.horizon):
                 obs = next_obs
                 action, _ = self._sample_actions(obs)
-                prediction = self.world_model(self.policy.flatten_obs(obs), action)
+                prediction = self.world_model(obs, action)
                 observations.append(obs)
                 actions.append(action)
                 rewards.append(prediction.rewards)
                 dones.append(prediction.dones if prediction.dones is not None else th.zeros_like(prediction.rewards))
-                next_obs = self.policy.unflatten_obs(prediction.next_observations)
+                next_obs = prediction.next_observations
         return observations, actions, rewards, dones, next_obs
 
     def _critic_targets(self, data: ReplayBufferSamples) -> CriticRegression:
@@ -460,8 +485,8 @@ class S2VG(OffPolicyAlgorithm):
         :param ent_coef: α, a scalar tensor
         :return: Scalar loss (the negated objective)
         """
-        prediction = self.world_model(self.policy.flatten_obs(observations), actions_pi)
-        next_values = self.value_net(self.policy.unflatten_obs(prediction.next_observations))
+        prediction = self.world_model(observations, actions_pi)
+        next_values = self.value_net(prediction.next_observations)
         if prediction.dones is not None:
             next_values = (1.0 - prediction.dones) * next_values
         soft_value = prediction.rewards - ent_coef * log_prob + self.gamma * next_values
@@ -525,12 +550,12 @@ class S2VG(OffPolicyAlgorithm):
         ent_coef_loss = self._ent_coef_loss(log_prob.detach()) if self.ent_coef_optimizer is not None else None
         ent_coef = self._current_ent_coef()
 
-        critic_loss = self._loss_functions["critic"](data)
-        value_loss = self._loss_functions["value"](data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
+        critic_loss = self._critic_loss(data)
+        value_loss = self._value_loss(data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
         # The policy gradient of eq. 11 passes through the world model and V but must not reach their parameters:
         # with them frozen, autograd computes no weight gradient there, and one backward serves all three losses
         with frozen_parameters(self._policy_step_frozen_parameters):
-            actor_loss = self._loss_functions["actor"](data.observations, actions_pi, log_prob, ent_coef)
+            actor_loss = self._actor_loss(data.observations, actions_pi, log_prob, ent_coef)
 
         for optimizer in (self.critic.optimizer, self.value_net.optimizer, self.actor.optimizer):
             optimizer.zero_grad()
@@ -538,18 +563,20 @@ class S2VG(OffPolicyAlgorithm):
         return ActorCriticLosses(critic_loss.detach(), value_loss.detach(), actor_loss.detach(), ent_coef_loss)
 
     def _manual_actor_critic_gradients(self, data: ReplayBufferSamples) -> ActorCriticLosses:
-        """``_actor_critic_gradients`` by the hand-derived passes of ``ManualActorCriticGradients``."""
-        assert self._manual_gradients is not None
+        """
+        ``_actor_critic_gradients`` by the hand-derived passes of ``ManualActorCriticGradients``, called in the
+        autograd path's order (policy noise, the imagined rollout of eq. 7, the world model's noise), so that both
+        paths draw the same random numbers.
+        """
+        manual = self._manual_gradients
+        assert manual is not None
+        policy = manual.sample_actions(data.observations)
+        ent_coef_loss = self._ent_coef_loss(policy.sample.log_prob) if self.ent_coef_optimizer is not None else None
         ent_coef = self._current_ent_coef()
 
-        def critic_regression() -> CriticRegression:
-            regression = self._critic_targets(data)
-            return regression._replace(observations=self.policy.flatten_obs(regression.observations))
-
-        critic_loss, value_loss, actor_loss, log_prob = self._manual_gradients(
-            self.policy.flatten_obs(data.observations), critic_regression, ent_coef, self.gamma
-        )
-        ent_coef_loss = self._ent_coef_loss(log_prob) if self.ent_coef_optimizer is not None else None
+        critic_loss = manual.critic_gradients(*self._critic_targets(data))
+        value_loss = manual.value_gradients(policy, ent_coef)
+        actor_loss = manual.actor_gradients(policy, ent_coef, self.gamma)
         return ActorCriticLosses(critic_loss, value_loss, actor_loss, ent_coef_loss)
 
     def _actor_critic_update(self, data: ReplayBufferSamples) -> ActorCriticLosses:
@@ -592,12 +619,7 @@ class S2VG(OffPolicyAlgorithm):
         n_new = min(n_new, HOLDOUT_WINDOW, buffer.size())
         indices = (np.arange(buffer.pos - n_new, buffer.pos)) % buffer.buffer_size
         data = buffer._get_samples(indices, env=self._vec_normalize_env)
-        errors = self.world_model.prediction_errors(
-            self.policy.flatten_obs(data.observations),
-            data.actions,
-            self.policy.flatten_obs(data.next_observations),
-            data.rewards,
-        )
+        errors = self.world_model.prediction_errors(data.observations, data.actions, data.next_observations, data.rewards)
         return th.stack(errors, dim=1)
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
@@ -620,15 +642,32 @@ class S2VG(OffPolicyAlgorithm):
                 if (self._n_updates + n_actor_critic_updates) % self.target_update_interval == 0:
                     self._update_value_target()
         self._n_updates += n_actor_critic_updates
+        self._log_training(model_losses, ac_losses, ent_coef_losses, holdout_errors)
 
-        # One host-device synchronisation per call: everything logged is gathered first
-        ent_coef = self._current_ent_coef()
-        to_log = [th.stack(model_losses).mean(0), th.stack(ac_losses).mean(0), ent_coef.reshape(1)]
+    def _log_training(
+        self,
+        model_losses: list[th.Tensor],
+        ac_losses: list[th.Tensor],
+        ent_coef_losses: list[th.Tensor],
+        holdout_errors: th.Tensor | None,
+    ) -> None:
+        """
+        Record the mean losses of one ``train`` call under ``train/`` (names from ``WorldModelLosses`` and
+        ``ActorCriticLosses``), α, and the world model's held-out error; one host-device synchronisation.
+
+        :param model_losses: Per world-model update, the ``WorldModelLosses`` stacked, shape (3,) each
+        :param ac_losses: Per actor-critic update, the critic, value and actor losses stacked, shape (3,) each
+        :param ent_coef_losses: Per actor-critic update, α's loss when it is learned (scalars), else empty
+        :param holdout_errors: New held-out errors, shape (n_new, 3), or None
+        :raises RuntimeError: when a loss is not finite (training diverged)
+        """
+        to_log = [th.stack(model_losses).mean(0), th.stack(ac_losses).mean(0), self._current_ent_coef().reshape(1)]
+        *ac_fields, ent_coef_field = ActorCriticLosses._fields
+        names = [f"{field}_loss" for field in (*WorldModelLosses._fields, *ac_fields)] + ["ent_coef"]
         if ent_coef_losses:
             to_log.append(th.stack(ent_coef_losses).mean().reshape(1))
+            names.append(f"{ent_coef_field}_loss")
         values = th.cat(to_log).cpu().numpy()
-        names = ["dynamics_loss", "reward_loss", "termination_loss", "critic_loss", "value_loss", "actor_loss", "ent_coef"]
-        names += ["ent_coef_loss"] if ent_coef_losses else []
         if not np.all(np.isfinite(values)):
             bad = [name for name, value in zip(names, values) if not np.isfinite(value)]
             raise RuntimeError(
@@ -677,7 +716,6 @@ class S2VG(OffPolicyAlgorithm):
             "_value_parameters",
             "_value_target_parameters",
             "_policy_step_frozen_parameters",
-            "_loss_functions",
             "_manual_gradients",
         ]
 

@@ -2,14 +2,19 @@
 World model of S2VG (section 3.1 of the paper): Gaussian dynamics f(s, a) and reward r̂(s, a) heads sampled
 with the reparameterisation trick (eq. 6), an optional termination classifier, and running normalisers.
 
-Everything here works on flat observation vectors of shape (batch, obs_dim) and actions already scaled to
+The world model takes and returns observations as SB3 gives them to the networks (a tensor, or a dict of tensors
+for ``Dict`` spaces), batch first; inside, it works on flat vectors of shape (batch, obs_dim). Actions are scaled to
 [-1, 1] (the form SB3 stores in its replay buffer and the SAC actor outputs).
 """
 
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional as F
 
@@ -81,11 +86,82 @@ class RunningNormalizer(nn.Module):
             return x
         return x * self.std + self.mean
 
+    def denormalize_backward(self, grad: th.Tensor) -> th.Tensor:
+        """
+        The chain rule through ``denormalize``: the gradient with respect to its input.
+
+        :param grad: Gradient with respect to the denormalised output, shape (batch, size)
+        :return: Gradient with respect to the normalised input, shape (batch, size)
+        """
+        return grad * self.std if self.enabled else grad
+
+
+class ObservationFlattener:
+    """
+    Between SB3's observations (a tensor of the space's shape, or a dict of them for ``Dict`` spaces) and the flat
+    vectors the world model predicts: each part reshaped to (batch, -1) as float32, concatenated in the space's key
+    order (the order of SB3's ``CombinedExtractor``).
+
+    :param observation_space: A ``Box``, or a ``Dict`` of boxes
+    """
+
+    def __init__(self, observation_space: spaces.Space):
+        if isinstance(observation_space, spaces.Dict):
+            self.shapes: dict[str | None, tuple[int, ...]] = {key: space.shape for key, space in observation_space.spaces.items()}
+        else:
+            self.shapes = {None: observation_space.shape}  # type: ignore[dict-item]
+        self.sizes = [int(np.prod(shape)) for shape in self.shapes.values()]
+        self.dim = sum(self.sizes)
+
+    def flatten(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        :param obs: Observations, batch first (a tensor, or a dict of tensors)
+        :return: Flat observation vectors, shape (batch, obs_dim)
+        """
+        if isinstance(obs, dict):
+            return th.cat([obs[key].reshape(obs[key].shape[0], -1).float() for key in self.shapes], dim=1)
+        return obs.reshape(obs.shape[0], -1).float()
+
+    def unflatten(self, flat_obs: th.Tensor) -> PyTorchObs:
+        """
+        :param flat_obs: Flat observation vectors, shape (batch, obs_dim)
+        :return: Observations in the form of the observation space (a tensor, or a dict of tensors)
+        """
+        batch_size = flat_obs.shape[0]
+        if None in self.shapes:
+            return flat_obs.reshape(batch_size, *self.shapes[None])
+        parts = flat_obs.split(self.sizes, dim=1)
+        return {key: part.reshape(batch_size, *shape) for (key, shape), part in zip(self.shapes.items(), parts)}  # type: ignore[misc]
+
+
+def soft_clamp_log_std(raw_log_std: th.Tensor) -> th.Tensor:
+    """
+    The soft clamp of a predicted log standard deviation into [``MIN_LOG_STD``, ``MAX_LOG_STD``] (PETS):
+    ``MIN + softplus(MAX − softplus(MAX − x) − MIN)``, smooth, so that the bounds still pass a gradient.
+
+    :param raw_log_std: Shape (batch, dim)
+    :return: Shape (batch, dim)
+    """
+    upper = MAX_LOG_STD - F.softplus(MAX_LOG_STD - raw_log_std)
+    return MIN_LOG_STD + F.softplus(upper - MIN_LOG_STD)
+
+
+def soft_clamp_log_std_derivative(raw_log_std: th.Tensor) -> th.Tensor:
+    """
+    d ``soft_clamp_log_std`` / dx, elementwise: σ(MAX − softplus(MAX − x) − MIN) · σ(MAX − x), with σ the sigmoid
+    (softplus' = sigmoid; above softplus' linear threshold 20 the sigmoid rounds to 1 in fp32, the same value).
+
+    :param raw_log_std: Shape (batch, dim)
+    :return: Shape (batch, dim)
+    """
+    upper = MAX_LOG_STD - F.softplus(MAX_LOG_STD - raw_log_std)
+    return th.sigmoid(upper - MIN_LOG_STD).mul_(th.sigmoid(MAX_LOG_STD - raw_log_std))
+
 
 class GaussianHead(nn.Module):
     """
     MLP that maps its input to the mean and log standard deviation of a diagonal Gaussian.
-    The log standard deviation is soft-clamped into [``MIN_LOG_STD``, ``MAX_LOG_STD``].
+    The log standard deviation is soft-clamped into [``MIN_LOG_STD``, ``MAX_LOG_STD``] (``soft_clamp_log_std``).
 
     :param input_dim: Input dimension
     :param output_dim: Dimension of the predicted Gaussian
@@ -104,9 +180,7 @@ class GaussianHead(nn.Module):
         :return: Mean and log standard deviation, each of shape (batch, output_dim)
         """
         mean, raw_log_std = self.net(x).split(self.output_dim, dim=-1)
-        log_std = MAX_LOG_STD - F.softplus(MAX_LOG_STD - raw_log_std)
-        log_std = MIN_LOG_STD + F.softplus(log_std - MIN_LOG_STD)
-        return mean, log_std
+        return mean, soft_clamp_log_std(raw_log_std)
 
 
 def gaussian_head_loss(mean: th.Tensor, log_std: th.Tensor, target: th.Tensor, loss: str) -> th.Tensor:
@@ -132,7 +206,7 @@ class ModelPrediction(NamedTuple):
     """
     One imagined step of the world model.
 
-    :param next_observations: Sampled next observations, shape (batch, obs_dim)
+    :param next_observations: Sampled next observations, batch first, in the form of the observation space
     :param rewards: Sampled rewards, shape (batch, 1)
     :param dones: Termination indicator or probability in [0, 1], shape (batch, 1), or None when the model has no
         notion of termination (imagined transitions never end)
@@ -154,10 +228,10 @@ class WorldModelLosses(NamedTuple):
 class WorldModel(nn.Module):
     """
     Learned dynamics ``f(s, a)`` and reward ``r̂(s, a)`` of S2VG, two independent Gaussian MLPs (section 3.1),
-    plus an optional termination classifier.
+    plus an optional termination classifier. Observations in and out are SB3's (``ObservationFlattener``).
 
-    :param obs_dim: Dimension of the flat observation vector
-    :param action_dim: Dimension of the action
+    :param observation_space: The environment's observation space (a ``Box``, or a ``Dict`` of boxes)
+    :param action_space: The environment's action space (a ``Box``)
     :param dynamics_arch: Hidden layers of the dynamics network
     :param reward_arch: Hidden layers of the reward network
     :param termination_arch: Hidden layers of the termination classifier
@@ -165,14 +239,14 @@ class WorldModel(nn.Module):
     :param predict_delta: Predict ``s' − s`` instead of ``s'``
     :param normalize: Normalise the observation input and the dynamics / reward targets with running statistics
     :param learn_termination: Learn a classifier of ``done`` from the replay buffer's terminations
-    :param termination_fn: Known termination function ``(obs, action, next_obs) -> done``; takes precedence over
-        the learned classifier. Without either, imagined transitions never terminate.
+    :param termination_fn: Known termination function ``(obs, action, next_obs) -> done`` on flat observation
+        tensors; takes precedence over the learned classifier. Without either, imagined transitions never terminate.
     """
 
     def __init__(
         self,
-        obs_dim: int,
-        action_dim: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
         dynamics_arch: list[int],
         reward_arch: list[int],
         termination_arch: list[int],
@@ -183,44 +257,84 @@ class WorldModel(nn.Module):
         termination_fn: TerminationFn | None = None,
     ):
         super().__init__()
-        self.obs_dim = obs_dim
-        self.action_dim = action_dim
+        self.flattener = ObservationFlattener(observation_space)
+        self.obs_dim = self.flattener.dim
+        self.action_dim = get_action_dim(action_space)
         self.predict_delta = predict_delta
         self.learn_termination = learn_termination
         self.termination_fn = termination_fn
-        input_dim = obs_dim + action_dim
-        self.obs_normalizer = RunningNormalizer(obs_dim, enabled=normalize)
-        self.dynamics_target_normalizer = RunningNormalizer(obs_dim, enabled=normalize)
+        input_dim = self.obs_dim + self.action_dim
+        self.obs_normalizer = RunningNormalizer(self.obs_dim, enabled=normalize)
+        self.dynamics_target_normalizer = RunningNormalizer(self.obs_dim, enabled=normalize)
         self.reward_normalizer = RunningNormalizer(1, enabled=normalize)
-        self.dynamics = GaussianHead(input_dim, obs_dim, dynamics_arch, activation_fn)
+        self.dynamics = GaussianHead(input_dim, self.obs_dim, dynamics_arch, activation_fn)
         self.reward = GaussianHead(input_dim, 1, reward_arch, activation_fn)
         self.termination: nn.Module | None = None
         if learn_termination:
             self.termination = make_mlp(input_dim, 1, termination_arch, activation_fn)
 
-    def _inputs(self, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        return th.cat([self.obs_normalizer.normalize(observations), actions], dim=-1)
+    # ------------------------------------------------------------------ flat-vector helpers (also used by the
+    # hand-derived update of sb3_s2vg.manual_gradients, so that it decodes and terminates exactly as here)
 
-    def _dynamics_target(self, observations: th.Tensor, next_observations: th.Tensor) -> th.Tensor:
-        return next_observations - observations if self.predict_delta else next_observations
+    def inputs(self, flat_obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """
+        :param flat_obs: Flat observations, shape (batch, obs_dim)
+        :param actions: Shape (batch, action_dim)
+        :return: The networks' input, the normalised observation and the action side by side, (batch, obs_dim + action_dim)
+        """
+        return th.cat([self.obs_normalizer.normalize(flat_obs), actions], dim=-1)
 
-    def update_normalizers(self, observations: th.Tensor, next_observations: th.Tensor, rewards: th.Tensor) -> None:
+    def _dynamics_target(self, flat_obs: th.Tensor, flat_next_obs: th.Tensor) -> th.Tensor:
+        return flat_next_obs - flat_obs if self.predict_delta else flat_next_obs
+
+    def decode(self, flat_obs: th.Tensor, dynamics_output: th.Tensor, reward_output: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        From the heads' outputs (normalised units) to a flat next observation and a reward; the gradient of this map
+        is ``denormalize_backward`` of each normaliser (plus the identity into ``flat_obs`` with ``predict_delta``).
+
+        :param flat_obs: Flat observations, shape (batch, obs_dim)
+        :param dynamics_output: A sample (or the mean) of the dynamics head, shape (batch, obs_dim)
+        :param reward_output: A sample (or the mean) of the reward head, shape (batch, 1)
+        :return: Flat next observations (batch, obs_dim) and rewards (batch, 1)
+        """
+        next_obs = self.dynamics_target_normalizer.denormalize(dynamics_output)
+        if self.predict_delta:
+            next_obs = next_obs + flat_obs
+        return next_obs, self.reward_normalizer.denormalize(reward_output)
+
+    def known_dones(self, flat_obs: th.Tensor, actions: th.Tensor, flat_next_obs: th.Tensor) -> th.Tensor | None:
+        """
+        :return: ``termination_fn``'s verdict as a float tensor of shape (batch, 1), or None without a known function
+        """
+        if self.termination_fn is None:
+            return None
+        return self.termination_fn(flat_obs, actions, flat_next_obs).reshape(-1, 1).to(flat_next_obs.dtype)
+
+    @property
+    def termination_classifier(self) -> nn.Module | None:
+        """The learned classifier when it decides termination: learned and no ``termination_fn`` (which wins)."""
+        return self.termination if self.termination_fn is None else None
+
+    # ------------------------------------------------------------------ SB3 observations in and out
+
+    def update_normalizers(self, observations: PyTorchObs, next_observations: PyTorchObs, rewards: th.Tensor) -> None:
         """
         Merge a batch of real transitions into the running statistics.
 
-        :param observations: Shape (batch, obs_dim)
-        :param next_observations: Shape (batch, obs_dim)
+        :param observations: Shape (batch, ...)
+        :param next_observations: Shape (batch, ...)
         :param rewards: Shape (batch, 1)
         """
-        self.obs_normalizer.update(observations)
-        self.dynamics_target_normalizer.update(self._dynamics_target(observations, next_observations))
+        flat_obs = self.flattener.flatten(observations)
+        self.obs_normalizer.update(flat_obs)
+        self.dynamics_target_normalizer.update(self._dynamics_target(flat_obs, self.flattener.flatten(next_observations)))
         self.reward_normalizer.update(rewards)
 
     def loss(
         self,
-        observations: th.Tensor,
+        observations: PyTorchObs,
         actions: th.Tensor,
-        next_observations: th.Tensor,
+        next_observations: PyTorchObs,
         rewards: th.Tensor,
         dones: th.Tensor,
         loss: str = "mse",
@@ -229,16 +343,18 @@ class WorldModel(nn.Module):
         Losses of the paper's eq. 6 (or the Gaussian NLL) on real transitions, in normalised target units,
         and the binary cross-entropy of the termination classifier when it is learned.
 
-        :param observations: Shape (batch, obs_dim)
+        :param observations: Shape (batch, ...)
         :param actions: Shape (batch, action_dim), scaled to [-1, 1]
-        :param next_observations: Shape (batch, obs_dim)
+        :param next_observations: Shape (batch, ...)
         :param rewards: Shape (batch, 1)
         :param dones: Real terminations (not time-outs), shape (batch, 1)
         :param loss: ``"mse"`` (eq. 6) or ``"nll"``
         :return: Dynamics, reward and termination losses
         """
-        inputs = self._inputs(observations, actions)
-        dynamics_target = self.dynamics_target_normalizer.normalize(self._dynamics_target(observations, next_observations))
+        flat_obs = self.flattener.flatten(observations)
+        inputs = self.inputs(flat_obs, actions)
+        dynamics_target = self._dynamics_target(flat_obs, self.flattener.flatten(next_observations))
+        dynamics_target = self.dynamics_target_normalizer.normalize(dynamics_target)
         dynamics_loss = gaussian_head_loss(*self.dynamics(inputs), dynamics_target, loss)
         reward_loss = gaussian_head_loss(*self.reward(inputs), self.reward_normalizer.normalize(rewards), loss)
         if self.termination is not None:
@@ -247,38 +363,33 @@ class WorldModel(nn.Module):
             termination_loss = th.zeros((), device=inputs.device)
         return WorldModelLosses(dynamics_loss, reward_loss, termination_loss)
 
-    def forward(self, observations: th.Tensor, actions: th.Tensor, deterministic: bool = False) -> ModelPrediction:
+    def forward(self, observations: PyTorchObs, actions: th.Tensor, deterministic: bool = False) -> ModelPrediction:
         """
         Sample one imagined step, differentiable with respect to ``observations`` and ``actions``
         (reparameterisation: ``μ + σ ζ`` with ``ζ ~ N(0, 1)``).
 
-        :param observations: Shape (batch, obs_dim)
+        :param observations: Shape (batch, ...)
         :param actions: Shape (batch, action_dim), scaled to [-1, 1]
         :param deterministic: Return the means instead of samples
-        :return: Next observations (batch, obs_dim), rewards (batch, 1), dones (batch, 1) or None
+        :return: Next observations (batch, ...), rewards (batch, 1), dones (batch, 1) or None
         """
-        inputs = self._inputs(observations, actions)
+        flat_obs = self.flattener.flatten(observations)
+        inputs = self.inputs(flat_obs, actions)
         dynamics_mean, dynamics_log_std = self.dynamics(inputs)
         reward_mean, reward_log_std = self.reward(inputs)
         if not deterministic:
             dynamics_mean = dynamics_mean + dynamics_log_std.exp() * th.randn_like(dynamics_mean)
             reward_mean = reward_mean + reward_log_std.exp() * th.randn_like(reward_mean)
-        next_observations = self.dynamics_target_normalizer.denormalize(dynamics_mean)
-        if self.predict_delta:
-            next_observations = next_observations + observations
-        rewards = self.reward_normalizer.denormalize(reward_mean)
-        if self.termination_fn is not None:
-            dones = self.termination_fn(observations, actions, next_observations)
-            dones = dones.reshape(-1, 1).to(rewards.dtype)
-        elif self.termination is not None:
-            dones = th.sigmoid(self.termination(inputs))
-        else:
-            dones = None
-        return ModelPrediction(next_observations, rewards, dones)
+        flat_next_obs, rewards = self.decode(flat_obs, dynamics_mean, reward_mean)
+        dones = self.known_dones(flat_obs, actions, flat_next_obs)
+        classifier = self.termination_classifier
+        if classifier is not None:
+            dones = th.sigmoid(classifier(inputs))
+        return ModelPrediction(self.flattener.unflatten(flat_next_obs), rewards, dones)
 
     @th.no_grad()
     def prediction_errors(
-        self, observations: th.Tensor, actions: th.Tensor, next_observations: th.Tensor, rewards: th.Tensor
+        self, observations: PyTorchObs, actions: th.Tensor, next_observations: PyTorchObs, rewards: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
         One-step errors of the mean prediction on real transitions.
@@ -288,7 +399,8 @@ class WorldModel(nn.Module):
             squared error, each of shape (batch,)
         """
         prediction = self(observations, actions, deterministic=True)
-        squared_error = (prediction.next_observations - next_observations).square()
+        flatten = self.flattener.flatten
+        squared_error = (flatten(prediction.next_observations) - flatten(next_observations)).square()
         target_var = self.dynamics_target_normalizer.var + self.dynamics_target_normalizer.epsilon
         return (
             squared_error.mean(dim=-1),

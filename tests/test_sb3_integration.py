@@ -71,8 +71,8 @@ def test_multi_input_policy_with_dict_observations(tmp_path):
     model.save(tmp_path / "dict_model")
     loaded = S2VG.load(tmp_path / "dict_model")
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)
-    flat = model.policy.flatten_obs({k: th.as_tensor(v[None]) for k, v in obs.items()})
-    restored = model.policy.unflatten_obs(flat)
+    flat = model.world_model.flattener.flatten({k: th.as_tensor(v[None]) for k, v in obs.items()})
+    restored = model.world_model.flattener.unflatten(flat)
     for key in obs:
         np.testing.assert_array_equal(restored[key].numpy()[0], obs[key])
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 
 from sb3_s2vg.world_model import RunningNormalizer, WorldModel
 
@@ -28,6 +29,10 @@ def test_disabled_normalizer_is_identity_but_keeps_statistics():
     assert normalizer.count.item() == 10
 
 
+def _box(dim: int) -> spaces.Box:
+    return spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+
+
 def _linear_system(n: int, seed: int = 0):
     """s' = A s + B a, r = -|s|² - 0.1 |a|², a known system the world model must fit."""
     gen = th.Generator().manual_seed(seed)
@@ -43,7 +48,7 @@ def _linear_system(n: int, seed: int = 0):
 @pytest.mark.parametrize("loss", ["mse", "nll"])
 def test_world_model_fits_a_known_linear_system(loss):
     th.manual_seed(0)
-    model = WorldModel(3, 2, dynamics_arch=[64, 64], reward_arch=[64, 64], termination_arch=[16])
+    model = WorldModel(_box(3), _box(2), dynamics_arch=[64, 64], reward_arch=[64, 64], termination_arch=[16])
     optimizer = th.optim.Adam(model.parameters(), lr=3e-3)
     obs, actions, next_obs, rewards = _linear_system(4096)
     dones = th.zeros(len(obs), 1)
@@ -65,7 +70,7 @@ def test_world_model_fits_a_known_linear_system(loss):
 
 
 def test_world_model_samples_are_differentiable_in_actions():
-    model = WorldModel(3, 2, dynamics_arch=[16], reward_arch=[16], termination_arch=[16])
+    model = WorldModel(_box(3), _box(2), dynamics_arch=[16], reward_arch=[16], termination_arch=[16])
     actions = th.zeros(4, 2, requires_grad=True)
     prediction = model(th.randn(4, 3), actions)
     (prediction.next_observations.sum() + prediction.rewards.sum()).backward()
@@ -74,7 +79,7 @@ def test_world_model_samples_are_differentiable_in_actions():
 
 def test_learned_termination_classifier_separates_terminal_states():
     th.manual_seed(0)
-    model = WorldModel(2, 1, dynamics_arch=[32], reward_arch=[32], termination_arch=[32], learn_termination=True)
+    model = WorldModel(_box(2), _box(1), dynamics_arch=[32], reward_arch=[32], termination_arch=[32], learn_termination=True)
     optimizer = th.optim.Adam(model.parameters(), lr=3e-3)
     obs = th.randn(2048, 2)
     actions = th.rand(2048, 1) * 2 - 1
@@ -93,7 +98,10 @@ def test_learned_termination_classifier_separates_terminal_states():
 
 
 def test_termination_fn_takes_precedence():
-    model = WorldModel(2, 1, dynamics_arch=[8], reward_arch=[8], termination_arch=[8], learn_termination=True)
-    model.termination_fn = lambda obs, action, next_obs: th.ones(len(obs), dtype=th.bool)
+    model = WorldModel(
+        _box(2), _box(1), dynamics_arch=[8], reward_arch=[8], termination_arch=[8], learn_termination=True,
+        termination_fn=lambda obs, action, next_obs: th.ones(len(obs), dtype=th.bool),
+    )  # fmt: skip
+    assert model.termination_classifier is None
     dones = model(th.randn(5, 2), th.zeros(5, 1)).dones
     assert dones.shape == (5, 1) and th.all(dones == 1.0)
