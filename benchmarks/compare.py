@@ -13,7 +13,7 @@ all runs found under ``<out>/<env>`` into ``summary.md``, ``summary.json``, ``cu
 
 Long runs: ``--checkpoint-every N`` writes an exact checkpoint (agent, replay buffer, env and random states) every N
 steps under ``<out>/<env>/checkpoints/``; the same command with ``--resume`` continues every unfinished run from
-its checkpoint, with results identical to an uninterrupted run (``tests/test_resume.py``).
+its checkpoint, with results identical to an uninterrupted run (``exact_checkpoints.py``, ``tests/test_resume.py``).
 
 Training seconds (wall clock) and CPU seconds (the run's process CPU time, which other processes on the machine do
 not inflate) exclude evaluation. One torch thread per run; ``--workers`` runs that many runs in parallel
@@ -112,11 +112,10 @@ def run_one(
     """
     import gymnasium as gym
     import torch as th
+    from exact_checkpoints import load_checkpoint, save_checkpoint  # beside this script
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
-
-    from sb3_s2vg.resume import load_checkpoint, save_checkpoint
 
     th.set_num_threads(1)
     name = f"{algo}-{tag}_seed{seed}" if tag else f"{algo}_seed{seed}"

@@ -50,11 +50,3 @@ def inverted_pendulum_termination(obs: th.Tensor, action: th.Tensor, next_obs: t
     """
     healthy = th.isfinite(next_obs).all(dim=1) & (next_obs[:, 1].abs() <= 0.2)
     return (~healthy).float().unsqueeze(1)
-
-
-#: Termination function per environment id prefix, for the zoo and the benchmarks.
-TERMINATION_FNS = {
-    "Hopper": hopper_termination,
-    "Walker2d": walker2d_termination,
-    "InvertedPendulum": inverted_pendulum_termination,
-}

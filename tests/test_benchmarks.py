@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # seconds to a minute each; `pytest -m 'not slow'` skips them
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 pytest.importorskip("matplotlib")

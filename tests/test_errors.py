@@ -84,3 +84,35 @@ def test_diverging_losses_stop_training_with_a_clear_error():
         model.critic.q_networks.weights[0].fill_(float("inf"))
     with pytest.raises(RuntimeError, match=r"diverged: non-finite .*critic_loss"):
         model.train(gradient_steps=1, batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "option, constructor_value, policy_kwargs_value",
+    [
+        ("predict_delta", True, False),
+        ("normalize_model", True, False),
+        ("learn_termination", False, True),
+        ("termination_fn", None, "sb3_s2vg.termination.hopper_termination"),
+    ],
+)
+def test_world_model_option_in_policy_kwargs_must_agree_with_the_constructor(option, constructor_value, policy_kwargs_value):
+    with pytest.raises(ValueError, match=rf"policy_kwargs\['{option}'\].*conflicts with S2VG\({option}="):
+        S2VG("MlpPolicy", "Pendulum-v1", policy_kwargs={option: policy_kwargs_value}, **{option: constructor_value})
+
+
+def test_world_model_options_reach_the_world_model_from_the_constructor(tmp_path):
+    from sb3_s2vg.termination import hopper_termination
+
+    model = S2VG(
+        "MlpPolicy", "Hopper-v5", predict_delta=False, normalize_model=False, learn_termination=True,
+        termination_fn="sb3_s2vg.termination.hopper_termination", policy_kwargs=dict(net_arch=[8], predict_delta=False),
+    )  # fmt: skip
+    world_model = model.world_model
+    assert not world_model.predict_delta and not world_model.obs_normalizer.enabled
+    assert world_model.termination is not None and world_model.termination_fn is hopper_termination
+    assert world_model.termination_classifier is None  # the known function wins
+    model.save(tmp_path / "model")
+    loaded = S2VG.load(tmp_path / "model")
+    assert loaded.world_model.termination_fn is hopper_termination and not loaded.world_model.predict_delta
+    # policy_kwargs are saved as the user gave them (plus SB3's use_sde): the options live in S2VG's attributes
+    assert loaded.policy_kwargs == dict(net_arch=[8], predict_delta=False, use_sde=False)

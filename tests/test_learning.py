@@ -1,9 +1,12 @@
 import gymnasium as gym
 import numpy as np
+import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_s2vg import S2VG
+
+pytestmark = pytest.mark.slow  # seconds to a minute each; `pytest -m 'not slow'` skips them
 
 
 def test_short_pendulum_run_beats_a_random_policy_by_a_clear_margin():

@@ -1,13 +1,17 @@
+"""benchmarks/exact_checkpoints.py: a run stopped and resumed from its checkpoint ends exactly as an uninterrupted one."""
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from exact_checkpoints import load_checkpoint, save_checkpoint  # benchmarks/, on pytest's pythonpath
 from stable_baselines3 import SAC
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_s2vg import S2VG
-from sb3_s2vg.resume import load_checkpoint, save_checkpoint
+
+pytestmark = pytest.mark.slow  # seconds to a minute each; `pytest -m 'not slow'` skips them
 
 
 def _env(env_id: str) -> DummyVecEnv:

@@ -37,6 +37,7 @@ def _assert_state_dicts_equal(a: dict, b: dict) -> None:
             assert a[key] == b[key], key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ent_coef", ["auto", 0.2])
 def test_save_load_round_trips_every_network_optimizer_and_statistic(tmp_path, ent_coef):
     model = _trained(ent_coef=ent_coef, learn_termination=True, model_loss="nll", horizon=2)
@@ -78,6 +79,7 @@ def test_get_set_parameters_round_trip():
     _assert_state_dicts_equal(model.world_model.optimizer.state_dict(), other.world_model.optimizer.state_dict())
 
 
+@pytest.mark.slow
 def test_continue_training_after_load_with_replay_buffer(tmp_path):
     model = _trained()
     model.save(tmp_path / "model")

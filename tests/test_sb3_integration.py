@@ -14,6 +14,7 @@ from sb3_s2vg import S2VG
 SMALL = dict(net_arch=[32, 32])
 
 
+@pytest.mark.slow
 def test_callbacks_eval_and_checkpoint(tmp_path):
     eval_env = make_vec_env("Pendulum-v1", n_envs=1, seed=3)
     eval_callback = EvalCallback(eval_env, eval_freq=100, n_eval_episodes=1, log_path=str(tmp_path / "eval"))
@@ -77,6 +78,7 @@ def test_multi_input_policy_with_dict_observations(tmp_path):
         np.testing.assert_array_equal(restored[key].numpy()[0], obs[key])
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_every_loss_and_progress_bar(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -45,6 +45,7 @@ def _linear_system(n: int, seed: int = 0):
     return obs, actions, next_obs, rewards
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["mse", "nll"])
 def test_world_model_fits_a_known_linear_system(loss):
     th.manual_seed(0)
@@ -105,3 +106,18 @@ def test_termination_fn_takes_precedence():
     assert model.termination_classifier is None
     dones = model(th.randn(5, 2), th.zeros(5, 1)).dones
     assert dones.shape == (5, 1) and th.all(dones == 1.0)
+
+
+def test_world_model_speaks_dict_observations():
+    observation_space = spaces.Dict({"position": _box(2), "goal": spaces.Box(-1, 1, (2, 1), np.float32)})
+    model = WorldModel(observation_space, _box(1), dynamics_arch=[8], reward_arch=[8], termination_arch=[8])
+    observations = {key: th.as_tensor(np.stack([space.sample() for _ in range(5)])) for key, space in observation_space.items()}
+    prediction = model(observations, th.zeros(5, 1))
+    assert set(prediction.next_observations) == {"position", "goal"}
+    assert prediction.next_observations["goal"].shape == (5, 2, 1) and prediction.rewards.shape == (5, 1)
+    # The flat vector is the space's keys in order, each flattened: what SB3's CombinedExtractor reads
+    flat = model.flattener.flatten(observations)
+    th.testing.assert_close(flat, th.cat([observations["goal"].reshape(5, 2), observations["position"]], dim=1))
+    model.update_normalizers(observations, prediction.next_observations, prediction.rewards)
+    losses = model.loss(observations, th.zeros(5, 1), prediction.next_observations, prediction.rewards, th.zeros(5, 1))
+    assert all(th.isfinite(loss) for loss in losses)

@@ -34,6 +34,7 @@ def test_registration_adds_s2vg_to_rl_zoo():
     assert "s2vg" in HYPERPARAMS_SAMPLER
 
 
+@pytest.mark.slow
 def test_zoo_train_then_enjoy(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     main(["train", "--algo", "s2vg", "--env", "Pendulum-v1", "-n", "300", "-f", "logs", "--seed", "1", "--eval-freq", "-1"])
@@ -44,6 +45,7 @@ def test_zoo_train_then_enjoy(tmp_path, monkeypatch):
     main(["enjoy", "--algo", "s2vg", "--env", "Pendulum-v1", "-f", "logs", "--no-render", "-n", "50"])
 
 
+@pytest.mark.slow
 def test_optimize_from_two_processes_into_one_sqlite_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     command = [

@@ -7,6 +7,11 @@ replay buffer, the global random states (Python, NumPy, torch), and the state of
 environments: every plain attribute of each wrapper layer (Monitor statistics, TimeLimit step count, the env's
 random generator, classic-control ``state``...) and, for MuJoCo environments, the simulator's full integration
 state. It works for any SB3 off-policy algorithm, S2VG and SAC alike.
+
+This is the benchmarks' tool (``compare.py --checkpoint-every N --resume``). SB3's ``CheckpointCallback`` (with
+``save_replay_buffer=True``) already saves the agent and its replay buffer, from which a run continues with the same
+networks, optimizers and data; what this module adds is that the continued run is bit-for-bit the uninterrupted one
+(random states, the environments mid-episode), which a benchmark needs and a user rarely does.
 """
 
 import copy
