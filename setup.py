@@ -15,10 +15,23 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["sb3_s2vg", "sb3_s2vg.*"]),
     package_data={"sb3_s2vg": ["hyperparams/*.yml", "py.typed"]},
+    license="MIT",
+    license_files=["LICENSE"],
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+    keywords="reinforcement-learning model-based-rl stable-baselines3 gymnasium pytorch",
+    project_urls={"Original S2VG code (paper authors)": "https://github.com/S2VG-anonymous1/S2VG"},
     python_requires=">=3.10",
     install_requires=[
-        # Any torch >= 2.3 works; the CPU build 2.13.0 is what CI installs first (see .ci/run)
-        "torch>=2.3",
+        # torch >= 2.4: fused Adam on CPU (used by default); the CPU build 2.13.0 is what CI installs first (.ci/run)
+        "torch>=2.4",
         "stable-baselines3>=2.7,<3",
         "gymnasium[mujoco]>=1.1",
         "numpy",
