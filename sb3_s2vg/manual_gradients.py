@@ -274,15 +274,25 @@ class ManualActorCriticGradients:
 
     @staticmethod
     def unsupported_reason(
-        actor: Actor, critic: BatchedContinuousCritic, value_net: ValueNetwork, world_model: WorldModel
+        actor: Actor,
+        critic: BatchedContinuousCritic,
+        value_net: ValueNetwork,
+        world_model: WorldModel,
+        policy_horizon: int = 1,
     ) -> str | None:
         """
+        The scope of the hand-derived update, stated once: every configuration for which this returns a reason runs
+        the autograd losses of ``S2VG`` instead (the same losses).
+
         :param actor: The policy's actor
         :param critic: The twin Q networks
         :param value_net: V
         :param world_model: The world model, with its ``termination_fn`` set
+        :param policy_horizon: H_π of ``S2VG._actor_loss`` (the passes here are H_π = 1's)
         :return: Why this configuration needs autograd, or None when the hand-derived update covers it
         """
+        if policy_horizon != 1:
+            return f"policy_horizon={policy_horizon}"
         if actor.use_sde:
             return "gSDE"
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:

@@ -114,6 +114,8 @@ class S2VG(OffPolicyAlgorithm):
         after each rollout; ``-1`` means as many as environment steps collected during the rollout
     :param actor_critic_updates: m, the actor-critic updates per gradient step (the paper uses 1 to 5)
     :param model_gradient_steps: World-model updates per gradient step
+    :param policy_horizon: H_π, the model steps the policy gradient passes through (``_actor_loss``); ``1`` is the
+        paper's eq. 10-11, ``H_π > 1`` the multi-step value gradient of SVG(H) / DHMBPO (an option, not the paper's)
     :param horizon: H of the value expansion (eq. 7); ``1`` trains Q on real transitions only, ``H > 1`` rolls
         the world model H - 1 steps forward from the real next state
     :param action_noise: The action noise type (None by default)
@@ -184,6 +186,7 @@ class S2VG(OffPolicyAlgorithm):
         actor_critic_updates: int = 5,
         model_gradient_steps: int = 1,
         horizon: int = 1,
+        policy_horizon: int = 1,
         action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -210,6 +213,7 @@ class S2VG(OffPolicyAlgorithm):
     ):
         for name, value in [
             ("horizon", horizon),
+            ("policy_horizon", policy_horizon),
             ("actor_critic_updates", actor_critic_updates),
             ("model_gradient_steps", model_gradient_steps),
             ("batch_size", batch_size),
@@ -272,6 +276,7 @@ class S2VG(OffPolicyAlgorithm):
         self.actor_critic_updates = actor_critic_updates
         self.model_gradient_steps = model_gradient_steps
         self.horizon = horizon
+        self.policy_horizon = policy_horizon
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.target_update_interval = target_update_interval
@@ -342,7 +347,9 @@ class S2VG(OffPolicyAlgorithm):
         self._policy_step_frozen_parameters = [*self.world_model.parameters(), *self._value_parameters]
         self._manual_gradients: ManualActorCriticGradients | None = None
         if self.manual_gradients:
-            reason = ManualActorCriticGradients.unsupported_reason(self.actor, self.critic, self.value_net, self.world_model)
+            reason = ManualActorCriticGradients.unsupported_reason(
+                self.actor, self.critic, self.value_net, self.world_model, self.policy_horizon
+            )
             if reason is not None and self.verbose >= 1:
                 print(f"S2VG: actor-critic gradients by autograd, the hand-derived ones do not cover {reason}")
             if reason is None:
@@ -479,18 +486,38 @@ class S2VG(OffPolicyAlgorithm):
         a = π(s, η; θ), back-propagating through the reward model, the dynamics model and V. The caller
         differentiates only with respect to the actor's parameters.
 
+        With ``policy_horizon`` H_π > 1 (an option; the multi-step value gradient of SVG(H), Heess et al. 2015, and
+        of SAC-SVG(H) and DHMBPO): maximise Σ_{k<H_π} γ^k w_k (r̂_k − α log π(a_k|s_k)) + γ^{H_π} w_{H_π} V(ŝ_{H_π})
+        along a reparameterised model rollout from the real states, a_k = π(ŝ_k, η_k), ŝ_{k+1} = f(ŝ_k, a_k, ζ_k),
+        where w_k = Π_{j<k} (1 − d̂_j) masks what follows a predicted termination. H_π = 1 is eq. 10-11.
+
         :param observations: Real observations (batch, ...)
         :param actions_pi: Reparameterised actions of the current policy, shape (batch, action_dim)
         :param log_prob: Their log-probabilities, shape (batch, 1)
         :param ent_coef: α, a scalar tensor
         :return: Scalar loss (the negated objective)
         """
-        prediction = self.world_model(observations, actions_pi)
-        next_values = self.value_net(prediction.next_observations)
-        if prediction.dones is not None:
-            next_values = (1.0 - prediction.dones) * next_values
-        soft_value = prediction.rewards - ent_coef * log_prob + self.gamma * next_values
-        return -soft_value.mean()
+        obs, actions, log_probs = observations, actions_pi, log_prob
+        objective: th.Tensor | None = None
+        alive: th.Tensor | None = None  # Π_{j<k} (1 − d̂_j): the probability that the rollout is still running
+        discount = 1.0
+        for step in range(self.policy_horizon):
+            if step > 0:
+                actions, log_probs = self._sample_actions(obs)
+            prediction = self.world_model(obs, actions)
+            soft_reward = prediction.rewards - ent_coef * log_probs
+            if step > 0:
+                soft_reward = discount * (soft_reward if alive is None else alive * soft_reward)
+            objective = soft_reward if objective is None else objective + soft_reward
+            if prediction.dones is not None:
+                alive = 1.0 - prediction.dones if alive is None else alive * (1.0 - prediction.dones)
+            discount *= self.gamma
+            obs = prediction.next_observations
+        assert objective is not None
+        next_values = self.value_net(obs)
+        if alive is not None:
+            next_values = alive * next_values
+        return -(objective + discount * next_values).mean()
 
     def _sample_actions(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
         """

@@ -24,6 +24,7 @@ class _SpaceEnv(gym.Env):
     [
         (dict(horizon=0), "horizon"),
         (dict(horizon=1.5), "horizon"),
+        (dict(policy_horizon=0), "policy_horizon"),
         (dict(actor_critic_updates=0), "actor_critic_updates"),
         (dict(model_gradient_steps=-1), "model_gradient_steps"),
         (dict(model_batch_size=0), "model_batch_size"),

@@ -162,3 +162,43 @@ def test_world_model_training_reduces_holdout_error():
         model._train_world_model()
     trained = model._holdout_errors_of_new_transitions()
     assert trained[:, 1].mean() < 0.2 * untrained[:, 1].mean()
+
+
+def _make_value_constant(model: S2VG, value: float) -> None:
+    model.value_net.v_net[-1].weight.data.zero_()
+    model.value_net.v_net[-1].bias.data.fill_(value)
+
+
+def test_policy_horizon_2_objective_equals_hand_computed_rollout(tmp_path):
+    """H_π = 2 with s' = s, r̂ = −2, V = 10 and α = 0: the objective is r̂ + γ r̂ + γ² V, and a termination predicted
+    at the first step leaves r̂ alone."""
+    model = make_model(gamma=0.9, policy_horizon=2)
+    assert model._manual_gradients is None  # H_π > 1 runs on autograd
+    _make_world_model_constant(model, reward=-2.0, value=10.0)
+    _make_value_constant(model, 10.0)
+    obs = model.replay_buffer.sample(16).observations
+    actions, log_prob = model.actor.action_log_prob(obs)
+    loss = model._actor_loss(obs, actions, log_prob.reshape(-1, 1), th.tensor(0.0))
+    th.testing.assert_close(loss, th.tensor(-(-2.0 + 0.9 * -2.0 + 0.81 * 10.0)), atol=1e-3, rtol=0)
+    model.world_model.termination_fn = lambda o, a, next_o: th.ones(len(o), 1)
+    loss = model._actor_loss(obs, actions, log_prob.reshape(-1, 1), th.tensor(0.0))
+    th.testing.assert_close(loss, th.tensor(2.0), atol=1e-3, rtol=0)
+    model.save(tmp_path / "model")
+    assert S2VG.load(tmp_path / "model").policy_horizon == 2
+
+
+def test_policy_horizon_gradient_reaches_the_actor_through_later_steps():
+    """With H_π = 2 the entropy term of the second step depends on the actor at the imagined state: with α alone
+    (r̂ = 0, V = 0) the same model's gradient differs from H_π = 1's, and the first step's noise is the same."""
+    model = make_model()
+    _make_world_model_constant(model, reward=0.0, value=0.0)
+    _make_value_constant(model, 0.0)
+    obs = model.replay_buffer.sample(16).observations
+    grads = []
+    for policy_horizon in (1, 2):
+        model.policy_horizon = policy_horizon
+        th.manual_seed(3)
+        actions, log_prob = model.actor.action_log_prob(obs)
+        loss = model._actor_loss(obs, actions, log_prob.reshape(-1, 1), th.tensor(0.5))
+        grads.append(th.autograd.grad(loss, list(model.actor.parameters())))
+    assert any(not th.allclose(a, b) for a, b in zip(*grads))

@@ -132,6 +132,7 @@ class _DifferentiableTermination:
         ({"policy_kwargs": dict(net_arch=[16], activation_fn=nn.Tanh)}, "MlpPolicy"),
         ({"termination_fn": _DifferentiableTermination()}, "MlpPolicy"),
         ({"manual_gradients": False}, "MlpPolicy"),
+        ({"policy_horizon": 2}, "MlpPolicy"),
     ],
 )
 def test_unsupported_configurations_use_autograd(kwargs, policy):
