@@ -5,6 +5,7 @@ from itertools import pairwise
 import torch as th
 from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
+from torch.nn import functional as F
 
 
 def inplace_activation(activation_fn: type[nn.Module]) -> nn.Module:
@@ -15,10 +16,24 @@ def inplace_activation(activation_fn: type[nn.Module]) -> nn.Module:
         return activation_fn()
 
 
-def make_mlp(input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module]) -> nn.Sequential:
-    """SB3's ``create_mlp`` (Linear, activation, ..., Linear) with in-place activations where possible."""
+def make_mlp(
+    input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool = False
+) -> nn.Sequential:
+    """
+    SB3's ``create_mlp`` (Linear, activation, ..., Linear) with in-place activations where possible.
+
+    :param layer_norm: ``nn.LayerNorm`` after each hidden product, before its activation (Linear, LayerNorm,
+        activation, ..., Linear), as in DroQ (Hiraoka et al., 2022) and DHMBPO's critics and model
+    """
     modules = create_mlp(input_dim, output_dim, net_arch, activation_fn)
-    return nn.Sequential(*(inplace_activation(activation_fn) if isinstance(m, activation_fn) else m for m in modules))
+    layers: list[nn.Module] = []
+    for module in modules:
+        if isinstance(module, activation_fn):
+            if layer_norm:
+                layers.append(nn.LayerNorm(layers[-1].out_features))  # type: ignore[arg-type]
+            module = inplace_activation(activation_fn)
+        layers.append(module)
+    return nn.Sequential(*layers)
 
 
 class BatchedMLP(nn.Module):
@@ -32,11 +47,22 @@ class BatchedMLP(nn.Module):
     :param output_dim: Output dimension of each member
     :param net_arch: Hidden layer sizes
     :param activation_fn: Activation function between layers
+    :param layer_norm: Each member's own layer norm (affine, initialised as ``nn.LayerNorm``) after each hidden
+        product, before the activation, as ``make_mlp(..., layer_norm=True)``
     """
 
-    def __init__(self, n_members: int, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module]):
+    def __init__(
+        self,
+        n_members: int,
+        input_dim: int,
+        output_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+        layer_norm: bool = False,
+    ):
         super().__init__()
         self.n_members = n_members
+        self.layer_norm = layer_norm
         sizes = [input_dim, *net_arch, output_dim]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -44,6 +70,9 @@ class BatchedMLP(nn.Module):
             layers = [nn.Linear(fan_in, fan_out) for _ in range(n_members)]
             self.weights.append(nn.Parameter(th.stack([layer.weight.detach().T for layer in layers])))
             self.biases.append(nn.Parameter(th.stack([layer.bias.detach().unsqueeze(0) for layer in layers])))
+        # Layer-norm gains and shifts per member and hidden layer, shape (members, 1, width)
+        self.norm_weights = nn.ParameterList([nn.Parameter(th.ones(n_members, 1, width)) for width in net_arch if layer_norm])
+        self.norm_biases = nn.ParameterList([nn.Parameter(th.zeros(n_members, 1, width)) for width in net_arch if layer_norm])
         self.activation = inplace_activation(activation_fn)
 
     def forward(self, x: th.Tensor) -> th.Tensor:
@@ -57,5 +86,7 @@ class BatchedMLP(nn.Module):
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             x = th.baddbmm(bias, x, weight)
             if index < last:
+                if self.layer_norm:
+                    x = th.addcmul(self.norm_biases[index], F.layer_norm(x, x.shape[-1:]), self.norm_weights[index])
                 x = self.activation(x)
         return x

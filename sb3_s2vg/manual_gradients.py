@@ -293,6 +293,8 @@ class ManualActorCriticGradients:
         """
         if policy_horizon != 1:
             return f"policy_horizon={policy_horizon}"
+        if critic.q_networks.layer_norm:
+            return "layer_norm=True"
         if actor.use_sde:
             return "gSDE"
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:

@@ -121,6 +121,7 @@ class BatchedContinuousCritic(BaseModel):
     :param activation_fn: Activation function
     :param normalize_images: Whether to divide images by 255
     :param n_critics: Number of Q networks
+    :param layer_norm: Layer norm after each hidden product (``BatchedMLP``)
     """
 
     def __init__(
@@ -133,12 +134,14 @@ class BatchedContinuousCritic(BaseModel):
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
         n_critics: int = 2,
+        layer_norm: bool = False,
     ):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
         )
         self.n_critics = n_critics
-        self.q_networks = BatchedMLP(n_critics, features_dim + get_action_dim(action_space), 1, net_arch, activation_fn)
+        input_dim = features_dim + get_action_dim(action_space)
+        self.q_networks = BatchedMLP(n_critics, input_dim, 1, net_arch, activation_fn, layer_norm)
 
     def stacked(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
         """
@@ -165,6 +168,7 @@ class ValueNetwork(BaseModel):
     :param features_dim: Number of features
     :param activation_fn: Activation function
     :param normalize_images: Whether to divide images by 255
+    :param layer_norm: Layer norm after each hidden product (``make_mlp``)
     """
 
     def __init__(
@@ -176,11 +180,12 @@ class ValueNetwork(BaseModel):
         features_dim: int,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
+        layer_norm: bool = False,
     ):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
         )
-        self.v_net = make_mlp(features_dim, 1, net_arch, activation_fn)
+        self.v_net = make_mlp(features_dim, 1, net_arch, activation_fn, layer_norm)
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         """
@@ -218,6 +223,8 @@ class S2VGPolicy(BasePolicy):
         statistics (saved with the model)
     :param learn_termination: Learn a termination classifier (for environments that end, e.g. Hopper)
     :param termination_fn: Known termination function of the world model (see ``WorldModel``)
+    :param layer_norm: Layer norm after each hidden product of the Q networks, V, the target V and the world model's
+        networks (not the actor), as in DroQ and DHMBPO; an option, not the paper's
     """
 
     actor: Actor
@@ -247,6 +254,7 @@ class S2VGPolicy(BasePolicy):
         normalize_model: bool = True,
         learn_termination: bool = False,
         termination_fn: TerminationFn | None = None,
+        layer_norm: bool = False,
     ):
         check_observation_space(observation_space)
         super().__init__(
@@ -267,6 +275,7 @@ class S2VGPolicy(BasePolicy):
         self.normalize_model = normalize_model
         self.learn_termination = learn_termination
         self.termination_fn = termination_fn
+        self.layer_norm = layer_norm
         self.sde_kwargs = {"use_sde": use_sde, "log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         self.net_args = {
             "observation_space": self.observation_space,
@@ -295,6 +304,7 @@ class S2VGPolicy(BasePolicy):
             normalize=self.normalize_model,
             learn_termination=self.learn_termination,
             termination_fn=self.termination_fn,
+            layer_norm=self.layer_norm,
         )
         optimizer_kwargs = dict(self.optimizer_kwargs)
         if self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(optimizer_kwargs):
@@ -308,11 +318,17 @@ class S2VGPolicy(BasePolicy):
             )
 
     def _make_critic(self) -> BatchedContinuousCritic:
-        kwargs = {**self.net_args, "net_arch": self.resolved_net_arch["qf"], "n_critics": self.n_critics}
+        kwargs = {
+            **self.net_args,
+            "net_arch": self.resolved_net_arch["qf"],
+            "n_critics": self.n_critics,
+            "layer_norm": self.layer_norm,
+        }
         return BatchedContinuousCritic(**self._update_features_extractor(kwargs))
 
     def _make_value_net(self) -> ValueNetwork:
-        return ValueNetwork(**self._update_features_extractor({**self.net_args, "net_arch": self.resolved_net_arch["vf"]}))
+        kwargs = {**self.net_args, "net_arch": self.resolved_net_arch["vf"], "layer_norm": self.layer_norm}
+        return ValueNetwork(**self._update_features_extractor(kwargs))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -326,6 +342,7 @@ class S2VGPolicy(BasePolicy):
                 normalize_model=self.normalize_model,
                 learn_termination=self.learn_termination,
                 termination_fn=self.termination_fn,
+                layer_norm=self.layer_norm,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,

@@ -167,12 +167,15 @@ class GaussianHead(nn.Module):
     :param output_dim: Dimension of the predicted Gaussian
     :param net_arch: Hidden layer sizes
     :param activation_fn: Activation function between hidden layers
+    :param layer_norm: Layer norm after each hidden product
     """
 
-    def __init__(self, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module]):
+    def __init__(
+        self, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool = False
+    ):
         super().__init__()
         self.output_dim = output_dim
-        self.net = make_mlp(input_dim, 2 * output_dim, net_arch, activation_fn)
+        self.net = make_mlp(input_dim, 2 * output_dim, net_arch, activation_fn, layer_norm)
 
     def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -241,6 +244,7 @@ class WorldModel(nn.Module):
     :param learn_termination: Learn a classifier of ``done`` from the replay buffer's terminations
     :param termination_fn: Known termination function ``(obs, action, next_obs) -> done`` on flat observation
         tensors; takes precedence over the learned classifier. Without either, imagined transitions never terminate.
+    :param layer_norm: Layer norm after each hidden product of the three networks
     """
 
     def __init__(
@@ -255,6 +259,7 @@ class WorldModel(nn.Module):
         normalize: bool = True,
         learn_termination: bool = False,
         termination_fn: TerminationFn | None = None,
+        layer_norm: bool = False,
     ):
         super().__init__()
         self.flattener = ObservationFlattener(observation_space)
@@ -267,11 +272,11 @@ class WorldModel(nn.Module):
         self.obs_normalizer = RunningNormalizer(self.obs_dim, enabled=normalize)
         self.dynamics_target_normalizer = RunningNormalizer(self.obs_dim, enabled=normalize)
         self.reward_normalizer = RunningNormalizer(1, enabled=normalize)
-        self.dynamics = GaussianHead(input_dim, self.obs_dim, dynamics_arch, activation_fn)
-        self.reward = GaussianHead(input_dim, 1, reward_arch, activation_fn)
+        self.dynamics = GaussianHead(input_dim, self.obs_dim, dynamics_arch, activation_fn, layer_norm)
+        self.reward = GaussianHead(input_dim, 1, reward_arch, activation_fn, layer_norm)
         self.termination: nn.Module | None = None
         if learn_termination:
-            self.termination = make_mlp(input_dim, 1, termination_arch, activation_fn)
+            self.termination = make_mlp(input_dim, 1, termination_arch, activation_fn, layer_norm)
 
     # ------------------------------------------------------------------ flat-vector helpers (also used by the
     # hand-derived update of sb3_s2vg.manual_gradients, so that it decodes and terminates exactly as here)
