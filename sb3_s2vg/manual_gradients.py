@@ -38,7 +38,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_s2vg.layers import BatchedMLP
-from sb3_s2vg.policies import BatchedContinuousCritic, SquashedGaussianSample, ValueNetwork, squashed_gaussian_sample
+from sb3_s2vg.policies import (
+    BatchedContinuousCritic,
+    SquashedGaussianSample,
+    ValueNetwork,
+    min_over_critics,
+    squashed_gaussian_sample,
+)
 from sb3_s2vg.world_model import WorldModel, soft_clamp_log_std, soft_clamp_log_std_derivative
 
 
@@ -362,17 +368,18 @@ class ManualActorCriticGradients:
         return loss
 
     @th.no_grad()
-    def value_gradients(self, policy: PolicySample, ent_coef: th.Tensor) -> th.Tensor:
+    def value_gradients(self, policy: PolicySample, ent_coef: th.Tensor, members: th.Tensor | None = None) -> th.Tensor:
         """
         ``S2VG._value_loss`` (eq. 8): ½ E[(V(s) − (min_i Q_i(s, a) − α log π(a|s)))²]; its gradient into V.
 
         :param policy: The policy's actions on the real states
         :param ent_coef: α, a scalar tensor
+        :param members: The Q networks the minimum is taken over, shape (M,), or None for all
         :return: The loss (scalar)
         """
         observations, sample = policy.observations, policy.sample
         q_pi = self.critic.forward(th.cat([observations, sample.actions], dim=1))
-        targets = q_pi.min(dim=0).values - ent_coef * sample.log_prob
+        targets = min_over_critics(q_pi, members) - ent_coef * sample.log_prob
         saved: list[th.Tensor] = []
         residuals = self.value.forward(observations, saved) - targets
         loss = 0.5 * residuals.square().mean()

@@ -72,6 +72,19 @@ def squashed_gaussian_sample(mean: th.Tensor, log_std: th.Tensor) -> SquashedGau
     return SquashedGaussianSample(actions, log_prob, noise, std, squash_term)
 
 
+def min_over_critics(q_values: th.Tensor, members: th.Tensor | None = None) -> th.Tensor:
+    """
+    min_i Q_i of eq. 8's target, over every Q network or over a subset of them (``S2VG(min_q_subset=M)``).
+
+    :param q_values: Q values of every network, shape (n_critics, batch, 1)
+    :param members: Indices of the networks to take the minimum over, shape (M,), or None for all
+    :return: Shape (batch, 1)
+    """
+    if members is not None:
+        q_values = q_values.index_select(0, members)
+    return q_values.min(dim=0).values
+
+
 def check_observation_space(observation_space: spaces.Space) -> None:
     """
     S2VG's world model predicts the next observation as a real vector, so it needs a ``Box`` observation
@@ -257,6 +270,8 @@ class S2VGPolicy(BasePolicy):
         layer_norm: bool = False,
     ):
         check_observation_space(observation_space)
+        if isinstance(n_critics, bool) or not isinstance(n_critics, int) or n_critics < 1:
+            raise ValueError(f"n_critics must be an integer >= 1 (the Q networks of eq. 7), got {n_critics!r}")
         super().__init__(
             observation_space,
             action_space,

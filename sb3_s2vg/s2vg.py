@@ -23,6 +23,7 @@ from sb3_s2vg.policies import (
     S2VGPolicy,
     ValueNetwork,
     check_observation_space,
+    min_over_critics,
     squashed_gaussian_sample,
 )
 from sb3_s2vg.world_model import MODEL_LOSSES, TerminationFn, WorldModel, WorldModelLosses
@@ -116,6 +117,9 @@ class S2VG(OffPolicyAlgorithm):
     :param model_gradient_steps: World-model updates per gradient step
     :param policy_horizon: H_π, the model steps the policy gradient passes through (``_actor_loss``); ``1`` is the
         paper's eq. 10-11, ``H_π > 1`` the multi-step value gradient of SVG(H) / DHMBPO (an option, not the paper's)
+    :param min_q_subset: M, the number of Q networks the minimum of eq. 8's target is taken over, a random subset drawn
+        at every update (REDQ, Chen et al. 2021; DHMBPO takes 2 of 5); ``None`` (default) takes all ``n_critics``
+        (``policy_kwargs=dict(n_critics=N)``), as the paper's twin Q
     :param horizon: H of the value expansion (eq. 7); ``1`` trains Q on real transitions only, ``H > 1`` rolls
         the world model H - 1 steps forward from the real next state
     :param action_noise: The action noise type (None by default)
@@ -187,6 +191,7 @@ class S2VG(OffPolicyAlgorithm):
         model_gradient_steps: int = 1,
         horizon: int = 1,
         policy_horizon: int = 1,
+        min_q_subset: int | None = None,
         action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -277,6 +282,7 @@ class S2VG(OffPolicyAlgorithm):
         self.model_gradient_steps = model_gradient_steps
         self.horizon = horizon
         self.policy_horizon = policy_horizon
+        self.min_q_subset = min_q_subset
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.target_update_interval = target_update_interval
@@ -318,6 +324,13 @@ class S2VG(OffPolicyAlgorithm):
         super()._setup_model()
         self.policy_kwargs = user_policy_kwargs  # saved as given: the options are saved as S2VG's attributes
         self._create_aliases()
+        if self.min_q_subset is not None:
+            _check_positive_int("min_q_subset", self.min_q_subset)
+            if self.min_q_subset > self.critic.n_critics:
+                raise ValueError(
+                    f"min_q_subset={self.min_q_subset} is more than the {self.critic.n_critics} Q networks "
+                    "(policy_kwargs n_critics): the minimum is taken over a subset of them"
+                )
         self.value_lr_schedule = FloatSchedule(self.value_learning_rate)
         self.model_lr_schedule = FloatSchedule(self.model_learning_rate)
 
@@ -477,7 +490,8 @@ class S2VG(OffPolicyAlgorithm):
         :return: Scalar loss
         """
         with th.no_grad():
-            target = self.critic.stacked(observations, actions_pi).min(dim=0).values - ent_coef * log_prob
+            q_values = self.critic.stacked(observations, actions_pi)
+            target = min_over_critics(q_values, self._min_q_members()) - ent_coef * log_prob
         return 0.5 * (self.value_net(observations) - target).square().mean()
 
     def _actor_loss(self, observations: PyTorchObs, actions_pi: th.Tensor, log_prob: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
@@ -518,6 +532,17 @@ class S2VG(OffPolicyAlgorithm):
         if alive is not None:
             next_values = alive * next_values
         return -(objective + discount * next_values).mean()
+
+    def _min_q_members(self) -> th.Tensor | None:
+        """
+        The Q networks of this update's minimum in eq. 8: a random subset of ``min_q_subset`` of them (drawn from
+        torch's generator), or None for all.
+
+        :return: Indices of shape (min_q_subset,), or None
+        """
+        if self.min_q_subset is None or self.min_q_subset == self.critic.n_critics:
+            return None
+        return th.randperm(self.critic.n_critics, device=self.device)[: self.min_q_subset]
 
     def _sample_actions(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -602,7 +627,7 @@ class S2VG(OffPolicyAlgorithm):
         ent_coef = self._current_ent_coef()
 
         critic_loss = manual.critic_gradients(*self._critic_targets(data))
-        value_loss = manual.value_gradients(policy, ent_coef)
+        value_loss = manual.value_gradients(policy, ent_coef, self._min_q_members())
         actor_loss = manual.actor_gradients(policy, ent_coef, self.gamma)
         return ActorCriticLosses(critic_loss, value_loss, actor_loss, ent_coef_loss)
 

@@ -85,6 +85,7 @@ def _gradients(model: S2VG, data, seed: int) -> tuple[list[th.Tensor], list[th.T
             {"policy_kwargs": dict(net_arch=dict(pi=[16], qf=[24, 8, 8], vf=[8, 16], dynamics=[8], reward=[16, 8]), n_critics=3)},
         ),
         ("Pendulum-v1", {"policy_kwargs": dict(net_arch=dict(pi=[], qf=[], vf=[], dynamics=[], reward=[]))}),
+        ("Pendulum-v1", {"min_q_subset": 2, "policy_kwargs": dict(net_arch=[32, 32], n_critics=5)}),
     ],
 )
 def test_manual_gradients_equal_autograd(env_id, kwargs):

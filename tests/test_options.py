@@ -55,3 +55,40 @@ def test_layer_norm_option_builds_normalised_critics_value_and_model(tmp_path):
     assert expected.keys() == got.keys() and any("norm" in key for key in got)
     for key in expected:
         assert th.equal(expected[key], got[key]), key
+
+
+def _value_loss_and_members(model: S2VG, observations, actions, log_prob, seed: int):
+    """eq. 8's loss and, from the same random state, the subset of critics it took the minimum over."""
+    th.manual_seed(seed)
+    loss = model._value_loss(observations, actions, log_prob, model.ent_coef_tensor)
+    th.manual_seed(seed)
+    return loss, model._min_q_members()
+
+
+def test_min_q_subset_takes_the_minimum_over_a_random_subset_of_the_critics():
+    model = S2VG(
+        "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, seed=0, min_q_subset=2,
+        policy_kwargs=dict(net_arch=[16, 16], n_critics=5),
+    )  # fmt: skip
+    model.learn(80)
+    obs = model.replay_buffer.sample(32).observations
+    actions, log_prob = model.actor.action_log_prob(obs)
+    actions, log_prob = actions.detach(), log_prob.detach().reshape(-1, 1)
+    loss, members = _value_loss_and_members(model, obs, actions, log_prob, seed=4)
+    assert members is not None and members.shape == (2,) and len(set(members.tolist())) == 2
+    with th.no_grad():
+        q_values = model.critic(obs, actions)  # a tuple of 5 tensors (batch, 1)
+        target = th.min(q_values[members[0]], q_values[members[1]]) - model.ent_coef_tensor * log_prob
+        expected = 0.5 * (model.value_net(obs) - target).square().mean()
+    th.testing.assert_close(loss, expected)
+    # M = n_critics is the minimum over all of them, with no draw: the paper's target
+    model.min_q_subset = 5
+    loss_all, members_all = _value_loss_and_members(model, obs, actions, log_prob, seed=4)
+    model.min_q_subset = None
+    loss_none, _ = _value_loss_and_members(model, obs, actions, log_prob, seed=4)
+    assert members_all is None and th.equal(loss_all, loss_none)
+    with th.no_grad():
+        expected_all = (
+            0.5 * (model.value_net(obs) - (th.stack(q_values).min(0).values - model.ent_coef_tensor * log_prob)).square().mean()
+        )
+    th.testing.assert_close(loss_none, expected_all)
