@@ -301,6 +301,8 @@ class ManualActorCriticGradients:
             return f"policy_horizon={policy_horizon}"
         if critic.q_networks.layer_norm:
             return "layer_norm=True"
+        if world_model.n_models > 1:
+            return f"an ensemble world model (n_models={world_model.n_models})"
         if actor.use_sde:
             return "gSDE"
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:

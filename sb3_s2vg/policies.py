@@ -238,6 +238,8 @@ class S2VGPolicy(BasePolicy):
     :param termination_fn: Known termination function of the world model (see ``WorldModel``)
     :param layer_norm: Layer norm after each hidden product of the Q networks, V, the target V and the world model's
         networks (not the actor), as in DroQ and DHMBPO; an option, not the paper's
+    :param n_models: Members of the world model's ensemble (see ``WorldModel``)
+    :param ensemble_prediction: How the ensemble predicts, ``"random"`` or ``"mean"`` (see ``WorldModel``)
     """
 
     actor: Actor
@@ -268,6 +270,8 @@ class S2VGPolicy(BasePolicy):
         learn_termination: bool = False,
         termination_fn: TerminationFn | None = None,
         layer_norm: bool = False,
+        n_models: int = 1,
+        ensemble_prediction: str = "random",
     ):
         check_observation_space(observation_space)
         if isinstance(n_critics, bool) or not isinstance(n_critics, int) or n_critics < 1:
@@ -291,6 +295,8 @@ class S2VGPolicy(BasePolicy):
         self.learn_termination = learn_termination
         self.termination_fn = termination_fn
         self.layer_norm = layer_norm
+        self.n_models = n_models
+        self.ensemble_prediction = ensemble_prediction
         self.sde_kwargs = {"use_sde": use_sde, "log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         self.net_args = {
             "observation_space": self.observation_space,
@@ -320,6 +326,8 @@ class S2VGPolicy(BasePolicy):
             learn_termination=self.learn_termination,
             termination_fn=self.termination_fn,
             layer_norm=self.layer_norm,
+            n_models=self.n_models,
+            ensemble_prediction=self.ensemble_prediction,
         )
         optimizer_kwargs = dict(self.optimizer_kwargs)
         if self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(optimizer_kwargs):
@@ -358,6 +366,8 @@ class S2VGPolicy(BasePolicy):
                 learn_termination=self.learn_termination,
                 termination_fn=self.termination_fn,
                 layer_norm=self.layer_norm,
+                n_models=self.n_models,
+                ensemble_prediction=self.ensemble_prediction,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,

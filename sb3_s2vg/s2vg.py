@@ -26,7 +26,7 @@ from sb3_s2vg.policies import (
     min_over_critics,
     squashed_gaussian_sample,
 )
-from sb3_s2vg.world_model import MODEL_LOSSES, TerminationFn, WorldModel, WorldModelLosses
+from sb3_s2vg.world_model import ENSEMBLE_PREDICTIONS, MODEL_LOSSES, TerminationFn, WorldModel, WorldModelLosses
 
 SelfS2VG = TypeVar("SelfS2VG", bound="S2VG")
 
@@ -37,7 +37,14 @@ HOLDOUT_WINDOW = 1000
 
 #: World-model options: constructor arguments of ``S2VG`` that reach the ``WorldModel`` through the policy. A value
 #: given in ``policy_kwargs`` as well must agree with the constructor's.
-WORLD_MODEL_OPTIONS = ("predict_delta", "normalize_model", "learn_termination", "termination_fn")
+WORLD_MODEL_OPTIONS = (
+    "predict_delta",
+    "normalize_model",
+    "learn_termination",
+    "termination_fn",
+    "n_models",
+    "ensemble_prediction",
+)
 
 
 class ActorCriticLosses(NamedTuple):
@@ -141,8 +148,13 @@ class S2VG(OffPolicyAlgorithm):
         tensors, or its import path (``"sb3_s2vg.termination.hopper_termination"``); it takes precedence over the
         learned classifier (see ``sb3_s2vg.termination``). Without either,
         imagined transitions never terminate, which is right for Pendulum and HalfCheetah.
-        The world-model options (``predict_delta``, ``normalize_model``, ``learn_termination``, ``termination_fn``)
-        are set here; ``policy_kwargs`` may repeat them only with the same value.
+    :param n_models: Members of an ensemble world model (an option beyond the paper, which names ensembles as future
+        work; PETS, MBPO, DHMBPO): each trains on its own bootstrap of every world-model batch; 1 is the paper's model
+    :param ensemble_prediction: How the ensemble predicts an imagined step: ``"random"``, one random member per
+        sample (the default for an ensemble, as in PETS / MBPO), or ``"mean"``, the members' average.
+        The world-model options (``predict_delta``, ``normalize_model``, ``learn_termination``, ``termination_fn``,
+        ``n_models``, ``ensemble_prediction``) are set here; ``policy_kwargs`` may repeat them only with the same
+        value
     :param manual_gradients: Compute each actor-critic update's losses and gradients with the hand-derived forward
         and backward passes of ``sb3_s2vg.manual_gradients`` (same numbers as autograd, about 15 % less time per
         update on CPU) where the configuration allows it (``ManualActorCriticGradients.unsupported_reason``: vector
@@ -204,6 +216,8 @@ class S2VG(OffPolicyAlgorithm):
         normalize_model: bool = True,
         learn_termination: bool = False,
         termination_fn: TerminationFn | str | None = None,
+        n_models: int = 1,
+        ensemble_prediction: str = "random",
         manual_gradients: bool = True,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -219,6 +233,7 @@ class S2VG(OffPolicyAlgorithm):
         for name, value in [
             ("horizon", horizon),
             ("policy_horizon", policy_horizon),
+            ("n_models", n_models),
             ("actor_critic_updates", actor_critic_updates),
             ("model_gradient_steps", model_gradient_steps),
             ("batch_size", batch_size),
@@ -238,6 +253,8 @@ class S2VG(OffPolicyAlgorithm):
             raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
         if model_loss not in MODEL_LOSSES:
             raise ValueError(f"model_loss must be one of {MODEL_LOSSES}, got {model_loss!r}")
+        if ensemble_prediction not in ENSEMBLE_PREDICTIONS:
+            raise ValueError(f"ensemble_prediction must be one of {ENSEMBLE_PREDICTIONS}, got {ensemble_prediction!r}")
         if isinstance(termination_fn, str):  # an import path, as in rl-zoo's YAML files
             termination_fn = _import_termination_fn(termination_fn)
         if termination_fn is not None and not callable(termination_fn):
@@ -291,6 +308,8 @@ class S2VG(OffPolicyAlgorithm):
         self.normalize_model = normalize_model
         self.learn_termination = learn_termination
         self.termination_fn = termination_fn
+        self.n_models = n_models
+        self.ensemble_prediction = ensemble_prediction
         self.manual_gradients = manual_gradients
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None

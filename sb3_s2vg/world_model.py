@@ -18,7 +18,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_s2vg.layers import make_mlp
+from sb3_s2vg.layers import BatchedMLP, make_mlp
 
 #: ``termination_fn(obs, action, next_obs) -> done``: tensors of shape (batch, obs_dim), (batch, action_dim),
 #: (batch, obs_dim) in, a bool or float tensor of shape (batch, 1) or (batch,) out (1 where the episode ends).
@@ -28,6 +28,8 @@ TerminationFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 MIN_LOG_STD = -10.0
 MAX_LOG_STD = 0.5
 MODEL_LOSSES = ("mse", "nll")
+#: How an ensemble predicts: one random member per sample, or the members' average
+ENSEMBLE_PREDICTIONS = ("random", "mean")
 
 
 class RunningNormalizer(nn.Module):
@@ -158,6 +160,15 @@ def soft_clamp_log_std_derivative(raw_log_std: th.Tensor) -> th.Tensor:
     return th.sigmoid(upper - MIN_LOG_STD).mul_(th.sigmoid(MAX_LOG_STD - raw_log_std))
 
 
+def make_network(
+    n_members: int, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool
+) -> nn.Module:
+    """One ``make_mlp`` network, or ``n_members`` of them as one ``BatchedMLP`` (the same networks, batched)."""
+    if n_members == 1:
+        return make_mlp(input_dim, output_dim, net_arch, activation_fn, layer_norm)
+    return BatchedMLP(n_members, input_dim, output_dim, net_arch, activation_fn, layer_norm)
+
+
 class GaussianHead(nn.Module):
     """
     MLP that maps its input to the mean and log standard deviation of a diagonal Gaussian.
@@ -168,19 +179,27 @@ class GaussianHead(nn.Module):
     :param net_arch: Hidden layer sizes
     :param activation_fn: Activation function between hidden layers
     :param layer_norm: Layer norm after each hidden product
+    :param n_members: Independent members (an ensemble, evaluated as one ``BatchedMLP``); 1 is one ``make_mlp``
     """
 
     def __init__(
-        self, input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool = False
+        self,
+        input_dim: int,
+        output_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+        layer_norm: bool = False,
+        n_members: int = 1,
     ):
         super().__init__()
         self.output_dim = output_dim
-        self.net = make_mlp(input_dim, 2 * output_dim, net_arch, activation_fn, layer_norm)
+        self.net = make_network(n_members, input_dim, 2 * output_dim, net_arch, activation_fn, layer_norm)
 
     def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """
-        :param x: Input of shape (batch, input_dim)
-        :return: Mean and log standard deviation, each of shape (batch, output_dim)
+        :param x: Input of shape (batch, input_dim); an ensemble also takes (members, batch, input_dim)
+        :return: Mean and log standard deviation, each of shape (batch, output_dim), or (members, batch, output_dim)
+            for an ensemble
         """
         mean, raw_log_std = self.net(x).split(self.output_dim, dim=-1)
         return mean, soft_clamp_log_std(raw_log_std)
@@ -245,6 +264,11 @@ class WorldModel(nn.Module):
     :param termination_fn: Known termination function ``(obs, action, next_obs) -> done`` on flat observation
         tensors; takes precedence over the learned classifier. Without either, imagined transitions never terminate.
     :param layer_norm: Layer norm after each hidden product of the three networks
+    :param n_models: Members of the ensemble (each network has ``n_models`` independent copies, termination included;
+        each member trains on its own bootstrap of every batch, as in PETS / MBPO); 1 is the paper's single model
+    :param ensemble_prediction: ``"random"``: each sample of an imagined step goes to one random member (the batch is
+        split in equal blocks of a random permutation, one block per member, so a step costs one member's compute),
+        ``"mean"``: the members' average mean and standard deviation (termination probability)
     """
 
     def __init__(
@@ -260,8 +284,14 @@ class WorldModel(nn.Module):
         learn_termination: bool = False,
         termination_fn: TerminationFn | None = None,
         layer_norm: bool = False,
+        n_models: int = 1,
+        ensemble_prediction: str = "random",
     ):
         super().__init__()
+        if ensemble_prediction not in ENSEMBLE_PREDICTIONS:
+            raise ValueError(f"ensemble_prediction must be one of {ENSEMBLE_PREDICTIONS}, got {ensemble_prediction!r}")
+        self.n_models = n_models
+        self.ensemble_prediction = ensemble_prediction
         self.flattener = ObservationFlattener(observation_space)
         self.obs_dim = self.flattener.dim
         self.action_dim = get_action_dim(action_space)
@@ -272,11 +302,11 @@ class WorldModel(nn.Module):
         self.obs_normalizer = RunningNormalizer(self.obs_dim, enabled=normalize)
         self.dynamics_target_normalizer = RunningNormalizer(self.obs_dim, enabled=normalize)
         self.reward_normalizer = RunningNormalizer(1, enabled=normalize)
-        self.dynamics = GaussianHead(input_dim, self.obs_dim, dynamics_arch, activation_fn, layer_norm)
-        self.reward = GaussianHead(input_dim, 1, reward_arch, activation_fn, layer_norm)
+        self.dynamics = GaussianHead(input_dim, self.obs_dim, dynamics_arch, activation_fn, layer_norm, n_models)
+        self.reward = GaussianHead(input_dim, 1, reward_arch, activation_fn, layer_norm, n_models)
         self.termination: nn.Module | None = None
         if learn_termination:
-            self.termination = make_mlp(input_dim, 1, termination_arch, activation_fn, layer_norm)
+            self.termination = make_network(n_models, input_dim, 1, termination_arch, activation_fn, layer_norm)
 
     # ------------------------------------------------------------------ flat-vector helpers (also used by the
     # hand-derived update of sb3_s2vg.manual_gradients, so that it decodes and terminates exactly as here)
@@ -354,12 +384,16 @@ class WorldModel(nn.Module):
         :param rewards: Shape (batch, 1)
         :param dones: Real terminations (not time-outs), shape (batch, 1)
         :param loss: ``"mse"`` (eq. 6) or ``"nll"``
-        :return: Dynamics, reward and termination losses
+        :return: Dynamics, reward and termination losses (averaged over the members of an ensemble)
         """
         flat_obs = self.flattener.flatten(observations)
         inputs = self.inputs(flat_obs, actions)
         dynamics_target = self._dynamics_target(flat_obs, self.flattener.flatten(next_observations))
         dynamics_target = self.dynamics_target_normalizer.normalize(dynamics_target)
+        if self.n_models > 1:  # each member its own bootstrap of the batch: (members, batch, ...)
+            batch_size = inputs.shape[0]
+            rows = th.randint(batch_size, (self.n_models, batch_size), device=inputs.device)
+            inputs, dynamics_target, rewards, dones = inputs[rows], dynamics_target[rows], rewards[rows], dones[rows]
         dynamics_loss = gaussian_head_loss(*self.dynamics(inputs), dynamics_target, loss)
         reward_loss = gaussian_head_loss(*self.reward(inputs), self.reward_normalizer.normalize(rewards), loss)
         if self.termination is not None:
@@ -380,17 +414,54 @@ class WorldModel(nn.Module):
         """
         flat_obs = self.flattener.flatten(observations)
         inputs = self.inputs(flat_obs, actions)
-        dynamics_mean, dynamics_log_std = self.dynamics(inputs)
-        reward_mean, reward_log_std = self.reward(inputs)
+        if self.n_models == 1:
+            (dynamics_mean, dynamics_std), (reward_mean, reward_std) = self.dynamics(inputs), self.reward(inputs)
+            dynamics_std, reward_std = dynamics_std.exp(), reward_std.exp()
+            classifier = self.termination_classifier
+            done_probabilities = th.sigmoid(classifier(inputs)) if classifier is not None else None
+        else:
+            dynamics_mean, dynamics_std, reward_mean, reward_std, done_probabilities = self._ensemble_prediction(inputs)
         if not deterministic:
-            dynamics_mean = dynamics_mean + dynamics_log_std.exp() * th.randn_like(dynamics_mean)
-            reward_mean = reward_mean + reward_log_std.exp() * th.randn_like(reward_mean)
+            dynamics_mean = dynamics_mean + dynamics_std * th.randn_like(dynamics_mean)
+            reward_mean = reward_mean + reward_std * th.randn_like(reward_mean)
         flat_next_obs, rewards = self.decode(flat_obs, dynamics_mean, reward_mean)
         dones = self.known_dones(flat_obs, actions, flat_next_obs)
-        classifier = self.termination_classifier
-        if classifier is not None:
-            dones = th.sigmoid(classifier(inputs))
+        if done_probabilities is not None:
+            dones = done_probabilities
         return ModelPrediction(self.flattener.unflatten(flat_next_obs), rewards, dones)
+
+    def _ensemble_prediction(self, inputs: th.Tensor) -> tuple[th.Tensor, ...]:
+        """
+        The members' prediction for each sample (``ensemble_prediction``): one random member per sample, or the
+        members' average.
+
+        :param inputs: The networks' input, shape (batch, obs_dim + action_dim)
+        :return: Dynamics mean and standard deviation (batch, obs_dim), reward mean and standard deviation
+            (batch, 1) in normalised units, and the termination probability (batch, 1) or None when the classifier
+            does not decide
+        """
+        classifier = self.termination_classifier
+        heads: list[nn.Module] = [self.dynamics.net, self.reward.net, *([classifier] if classifier is not None else [])]
+        if self.ensemble_prediction == "mean":
+            outputs = [head(inputs) for head in heads]  # (members, batch, out) each
+        else:  # equal blocks of a random permutation, one per member; the last block is padded with repeats
+            batch_size, n_models = inputs.shape[0], self.n_models
+            order = th.randperm(batch_size, device=inputs.device)
+            block = -(-batch_size // n_models)
+            padded = order[th.arange(block * n_models, device=inputs.device) % batch_size]
+            blocks = inputs[padded].reshape(n_models, block, -1)
+            restore = th.argsort(order)  # row i of the result is the sample at position restore[i] of ``order``
+            outputs = [head(blocks).reshape(n_models * block, -1)[:batch_size][restore].unsqueeze(0) for head in heads]
+        dynamics_mean, dynamics_raw = outputs[0].split(self.obs_dim, dim=-1)
+        reward_mean, reward_raw = outputs[1].split(1, dim=-1)
+        average = [
+            dynamics_mean.mean(0),
+            soft_clamp_log_std(dynamics_raw).exp().mean(0),
+            reward_mean.mean(0),
+            soft_clamp_log_std(reward_raw).exp().mean(0),
+        ]
+        done_probabilities = th.sigmoid(outputs[2]).mean(0) if classifier is not None else None
+        return (*average, done_probabilities)
 
     @th.no_grad()
     def prediction_errors(

@@ -26,6 +26,8 @@ class _SpaceEnv(gym.Env):
         (dict(horizon=1.5), "horizon"),
         (dict(policy_horizon=0), "policy_horizon"),
         (dict(min_q_subset=0), "min_q_subset"),
+        (dict(n_models=0), "n_models"),
+        (dict(ensemble_prediction="median"), "ensemble_prediction"),
         (dict(min_q_subset=3), "min_q_subset"),
         (dict(policy_kwargs=dict(n_critics=0)), "n_critics"),
         (dict(actor_critic_updates=0), "actor_critic_updates"),

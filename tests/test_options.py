@@ -92,3 +92,97 @@ def test_min_q_subset_takes_the_minimum_over_a_random_subset_of_the_critics():
             0.5 * (model.value_net(obs) - (th.stack(q_values).min(0).values - model.ent_coef_tensor * log_prob)).square().mean()
         )
     th.testing.assert_close(loss_none, expected_all)
+
+
+def _box(dim: int):
+    import numpy as np
+    from gymnasium import spaces
+
+    return spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+
+
+def _world_model(n_models: int, prediction: str = "random", **kwargs):
+    from sb3_s2vg.world_model import WorldModel
+
+    return WorldModel(
+        _box(3), _box(2), [16, 16], [16], [8], n_models=n_models, ensemble_prediction=prediction, **kwargs
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("prediction", ["random", "mean"])
+def test_ensemble_of_identical_members_predicts_as_the_single_model(prediction):
+    """The ensemble reduces to today's model: members that are copies of one model predict what it predicts."""
+    th.manual_seed(0)
+    single, ensemble = _world_model(1, learn_termination=True), _world_model(3, prediction, learn_termination=True)
+    pairs = [(single.dynamics.net, ensemble.dynamics.net), (single.reward.net, ensemble.reward.net)]
+    pairs.append((single.termination, ensemble.termination))
+    with th.no_grad():
+        for plain, batched in pairs:
+            linears = [m for m in plain if isinstance(m, nn.Linear)]
+            for linear, weight, bias in zip(linears, batched.weights, batched.biases):
+                weight.copy_(linear.weight.T.expand_as(weight))
+                bias.copy_(linear.bias.expand_as(bias))
+    obs, actions = th.randn(10, 3), th.rand(10, 2) * 2 - 1
+    expected, got = single(obs, actions, deterministic=True), ensemble(obs, actions, deterministic=True)
+    for name in ("next_observations", "rewards", "dones"):
+        th.testing.assert_close(getattr(got, name), getattr(expected, name))
+    th.manual_seed(1)
+    if prediction == "random":
+        th.randperm(10)  # the ensemble draws its member assignment first
+    expected_sample = single(obs, actions).next_observations
+    th.manual_seed(1)
+    th.testing.assert_close(ensemble(obs, actions).next_observations, expected_sample)
+
+
+def test_random_member_prediction_gives_each_sample_one_member_in_equal_blocks():
+    model = _world_model(3, normalize=False)
+    with th.no_grad():  # member m predicts reward m, deterministically
+        model.reward.net.weights[-1].zero_()
+        model.reward.net.biases[-1].zero_()
+        model.reward.net.biases[-1][:, 0, 0] = th.arange(3.0)
+    obs, actions = th.randn(12, 3), th.zeros(12, 2)
+    rewards = model(obs, actions, deterministic=True).rewards.flatten()
+    assert sorted(rewards.tolist()) == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+    assert not th.equal(rewards, model(obs, actions, deterministic=True).rewards.flatten())  # re-drawn each call
+    for batch_size in (7, 1):  # blocks of 3, 3, 1 (padded with repeats); one sample
+        rewards = model(obs[:batch_size], actions[:batch_size], deterministic=True).rewards.flatten()
+        assert set(rewards.tolist()) <= {0.0, 1.0, 2.0} and rewards.shape == (batch_size,)
+    model.ensemble_prediction = "mean"
+    th.testing.assert_close(model(obs, actions, deterministic=True).rewards, th.ones(12, 1))
+
+
+def test_ensemble_members_train_on_their_own_bootstrap():
+    model = _world_model(4, learn_termination=True)
+    obs, actions, next_obs = th.randn(32, 3), th.rand(32, 2), th.randn(32, 3)
+    rewards, dones = th.randn(32, 1), (th.rand(32, 1) > 0.8).float()
+    model.update_normalizers(obs, next_obs, rewards)
+    losses = model.loss(obs, actions, next_obs, rewards, dones, "nll")
+    sum(losses).backward()
+    grads = model.dynamics.net.weights[0].grad  # (members, in, out)
+    assert grads.shape[0] == 4 and all(grads[m].abs().sum() > 0 for m in range(4))
+    assert not th.allclose(grads[0], grads[1])  # different data, not only different weights: checked below
+    with th.no_grad():
+        for weight in model.dynamics.net.weights:
+            weight.copy_(weight[:1].expand_as(weight))
+        for bias in model.dynamics.net.biases:
+            bias.copy_(bias[:1].expand_as(bias))
+    model.zero_grad()
+    model.loss(obs, actions, next_obs, rewards, dones, "nll").dynamics.backward()
+    grads = model.dynamics.net.weights[0].grad
+    assert not th.allclose(grads[0], grads[1])  # identical members, different bootstraps
+
+
+def test_ensemble_option_trains_saves_and_loads(tmp_path):
+    model = S2VG(
+        "MlpPolicy", "Hopper-v5", learning_starts=50, batch_size=32, model_batch_size=32, seed=0, n_models=3,
+        learn_termination=True, horizon=2, policy_kwargs=dict(net_arch=[16, 16]),
+    )  # fmt: skip
+    assert model.world_model.n_models == 3 and model._manual_gradients is None
+    reason = ManualActorCriticGradients.unsupported_reason(model.actor, model.critic, model.value_net, model.world_model)
+    assert reason == "an ensemble world model (n_models=3)"
+    model.learn(120)
+    model.save(tmp_path / "model")
+    loaded = S2VG.load(tmp_path / "model")
+    assert loaded.world_model.n_models == 3
+    for key, value in model.policy.state_dict().items():
+        assert th.equal(value, loaded.policy.state_dict()[key]), key
