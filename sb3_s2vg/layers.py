@@ -75,18 +75,24 @@ class BatchedMLP(nn.Module):
         self.norm_biases = nn.ParameterList([nn.Parameter(th.zeros(n_members, 1, width)) for width in net_arch if layer_norm])
         self.activation = inplace_activation(activation_fn)
 
-    def forward(self, x: th.Tensor) -> th.Tensor:
+    def forward(self, x: th.Tensor, members: th.Tensor | None = None) -> th.Tensor:
         """
-        :param x: Input shared by all members, shape (batch, input_dim), or one per member, (n_members, batch, input_dim)
-        :return: Shape (n_members, batch, output_dim)
+        :param x: Input shared by the members, shape (batch, input_dim), or one per member, (members, batch, input_dim)
+        :param members: Indices of the members to evaluate, shape (k,), or None for all
+        :return: Shape (members, batch, output_dim)
         """
+
+        def select(parameter: th.Tensor) -> th.Tensor:
+            return parameter if members is None else parameter.index_select(0, members)
+
         if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.n_members, *x.shape)
+            x = x.unsqueeze(0).expand(self.n_members if members is None else len(members), *x.shape)
         last = len(self.weights) - 1
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = th.baddbmm(bias, x, weight)
+            x = th.baddbmm(select(bias), x, select(weight))
             if index < last:
                 if self.layer_norm:
-                    x = th.addcmul(self.norm_biases[index], F.layer_norm(x, x.shape[-1:]), self.norm_weights[index])
+                    gain, shift = select(self.norm_weights[index]), select(self.norm_biases[index])
+                    x = th.addcmul(shift, F.layer_norm(x, x.shape[-1:]), gain)
                 x = self.activation(x)
         return x

@@ -240,6 +240,7 @@ class S2VGPolicy(BasePolicy):
         networks (not the actor), as in DroQ and DHMBPO; an option, not the paper's
     :param n_models: Members of the world model's ensemble (see ``WorldModel``)
     :param ensemble_prediction: How the ensemble predicts, ``"random"`` or ``"mean"`` (see ``WorldModel``)
+    :param n_elites: The ensemble members that predict (see ``WorldModel``)
     """
 
     actor: Actor
@@ -272,6 +273,7 @@ class S2VGPolicy(BasePolicy):
         layer_norm: bool = False,
         n_models: int = 1,
         ensemble_prediction: str = "random",
+        n_elites: int | None = None,
     ):
         check_observation_space(observation_space)
         if isinstance(n_critics, bool) or not isinstance(n_critics, int) or n_critics < 1:
@@ -297,6 +299,7 @@ class S2VGPolicy(BasePolicy):
         self.layer_norm = layer_norm
         self.n_models = n_models
         self.ensemble_prediction = ensemble_prediction
+        self.n_elites = n_elites
         self.sde_kwargs = {"use_sde": use_sde, "log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         self.net_args = {
             "observation_space": self.observation_space,
@@ -328,6 +331,7 @@ class S2VGPolicy(BasePolicy):
             layer_norm=self.layer_norm,
             n_models=self.n_models,
             ensemble_prediction=self.ensemble_prediction,
+            n_elites=self.n_elites,
         )
         optimizer_kwargs = dict(self.optimizer_kwargs)
         if self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(optimizer_kwargs):
@@ -368,6 +372,7 @@ class S2VGPolicy(BasePolicy):
                 layer_norm=self.layer_norm,
                 n_models=self.n_models,
                 ensemble_prediction=self.ensemble_prediction,
+                n_elites=self.n_elites,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,

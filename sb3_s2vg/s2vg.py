@@ -44,6 +44,7 @@ WORLD_MODEL_OPTIONS = (
     "termination_fn",
     "n_models",
     "ensemble_prediction",
+    "n_elites",
 )
 
 
@@ -151,7 +152,10 @@ class S2VG(OffPolicyAlgorithm):
     :param n_models: Members of an ensemble world model (an option beyond the paper, which names ensembles as future
         work; PETS, MBPO, DHMBPO): each trains on its own bootstrap of every world-model batch; 1 is the paper's model
     :param ensemble_prediction: How the ensemble predicts an imagined step: ``"random"``, one random member per
-        sample (the default for an ensemble, as in PETS / MBPO), or ``"mean"``, the members' average.
+        sample (the default for an ensemble, as in PETS / MBPO), or ``"mean"``, the members' average
+    :param n_elites: Predict with the ``n_elites`` members of lowest held-out error only (MBPO's elites), chosen at
+        every ``train`` call from the errors of the last ``HOLDOUT_WINDOW`` transitions before the model trained on
+        them; None: all members.
         The world-model options (``predict_delta``, ``normalize_model``, ``learn_termination``, ``termination_fn``,
         ``n_models``, ``ensemble_prediction``) are set here; ``policy_kwargs`` may repeat them only with the same
         value
@@ -218,6 +222,7 @@ class S2VG(OffPolicyAlgorithm):
         termination_fn: TerminationFn | str | None = None,
         n_models: int = 1,
         ensemble_prediction: str = "random",
+        n_elites: int | None = None,
         manual_gradients: bool = True,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -310,6 +315,7 @@ class S2VG(OffPolicyAlgorithm):
         self.termination_fn = termination_fn
         self.n_models = n_models
         self.ensemble_prediction = ensemble_prediction
+        self.n_elites = n_elites
         self.manual_gradients = manual_gradients
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
@@ -679,7 +685,8 @@ class S2VG(OffPolicyAlgorithm):
         One-step errors of the world model on the transitions added to the replay buffer since the last call,
         which it has never been trained on.
 
-        :return: Errors of shape (n_new, 3) (next-observation MSE, normalised MSE, reward MSE), or None
+        :return: Errors of shape (n_new, 3) (next-observation MSE, normalised MSE, reward MSE), and for an ensemble
+            each member's normalised MSE after them (n_new, 3 + n_models), or None
         """
         buffer = self.replay_buffer
         assert buffer is not None
@@ -690,13 +697,29 @@ class S2VG(OffPolicyAlgorithm):
         n_new = min(n_new, HOLDOUT_WINDOW, buffer.size())
         indices = (np.arange(buffer.pos - n_new, buffer.pos)) % buffer.buffer_size
         data = buffer._get_samples(indices, env=self._vec_normalize_env)
-        errors = self.world_model.prediction_errors(data.observations, data.actions, data.next_observations, data.rewards)
-        return th.stack(errors, dim=1)
+        world_model = self.world_model
+        errors = th.stack(world_model.prediction_errors(data.observations, data.actions, data.next_observations, data.rewards), 1)
+        if world_model.n_models > 1:
+            member_errors = world_model.member_errors(data.observations, data.actions, data.next_observations)
+            errors = th.cat([errors, member_errors.T], dim=1)
+        return errors
+
+    def _update_holdout_errors(self) -> None:
+        """
+        Add the world model's errors on the transitions it has not trained on yet to the window of the last
+        ``HOLDOUT_WINDOW``, and choose the ensemble's elites (``n_elites``) from the window's per-member means.
+        """
+        new_errors = self._holdout_errors_of_new_transitions()
+        if new_errors is None:
+            return
+        self._holdout_errors.extend(new_errors.cpu().numpy())
+        if self.world_model.n_elites < self.world_model.n_models:
+            self.world_model.set_elites(th.as_tensor(np.mean(self._holdout_errors, axis=0)[3:]))
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rates()
-        holdout_errors = self._holdout_errors_of_new_transitions()
+        self._update_holdout_errors()
 
         model_losses, ac_losses, ent_coef_losses = [], [], []
         n_actor_critic_updates = 0
@@ -713,14 +736,13 @@ class S2VG(OffPolicyAlgorithm):
                 if (self._n_updates + n_actor_critic_updates) % self.target_update_interval == 0:
                     self._update_value_target()
         self._n_updates += n_actor_critic_updates
-        self._log_training(model_losses, ac_losses, ent_coef_losses, holdout_errors)
+        self._log_training(model_losses, ac_losses, ent_coef_losses)
 
     def _log_training(
         self,
         model_losses: list[th.Tensor],
         ac_losses: list[th.Tensor],
         ent_coef_losses: list[th.Tensor],
-        holdout_errors: th.Tensor | None,
     ) -> None:
         """
         Record the mean losses of one ``train`` call under ``train/`` (names from ``WorldModelLosses`` and
@@ -729,7 +751,6 @@ class S2VG(OffPolicyAlgorithm):
         :param model_losses: Per world-model update, the ``WorldModelLosses`` stacked, shape (3,) each
         :param ac_losses: Per actor-critic update, the critic, value and actor losses stacked, shape (3,) each
         :param ent_coef_losses: Per actor-critic update, α's loss when it is learned (scalars), else empty
-        :param holdout_errors: New held-out errors, shape (n_new, 3), or None
         :raises RuntimeError: when a loss is not finite (training diverged)
         """
         to_log = [th.stack(model_losses).mean(0), th.stack(ac_losses).mean(0), self._current_ent_coef().reshape(1)]
@@ -750,13 +771,13 @@ class S2VG(OffPolicyAlgorithm):
             if name == "termination_loss" and not self.learn_termination:
                 continue
             self.logger.record(f"train/{name}", float(value))
-        if holdout_errors is not None:
-            self._holdout_errors.extend(holdout_errors.cpu().numpy())
         if self._holdout_errors:
             mean_errors = np.mean(self._holdout_errors, axis=0)
             self.logger.record("train/model_holdout_obs_mse", float(mean_errors[0]))
             self.logger.record("train/model_holdout_obs_nmse", float(mean_errors[1]))
             self.logger.record("train/model_holdout_reward_mse", float(mean_errors[2]))
+            for member, error in enumerate(mean_errors[3:]):
+                self.logger.record(f"train/model_holdout_obs_nmse_member{member}", float(error))
 
     def learn(
         self: SelfS2VG,

@@ -269,6 +269,8 @@ class WorldModel(nn.Module):
     :param ensemble_prediction: ``"random"``: each sample of an imagined step goes to one random member (the batch is
         split in equal blocks of a random permutation, one block per member, so a step costs one member's compute),
         ``"mean"``: the members' average mean and standard deviation (termination probability)
+    :param n_elites: Predict with the ``n_elites`` members of lowest held-out error only (MBPO's elites; ``set_elites``
+        chooses them); None: all members
     """
 
     def __init__(
@@ -286,12 +288,19 @@ class WorldModel(nn.Module):
         layer_norm: bool = False,
         n_models: int = 1,
         ensemble_prediction: str = "random",
+        n_elites: int | None = None,
     ):
         super().__init__()
         if ensemble_prediction not in ENSEMBLE_PREDICTIONS:
             raise ValueError(f"ensemble_prediction must be one of {ENSEMBLE_PREDICTIONS}, got {ensemble_prediction!r}")
         self.n_models = n_models
         self.ensemble_prediction = ensemble_prediction
+        self.n_elites = n_models if n_elites is None else n_elites
+        if not 1 <= self.n_elites <= n_models:
+            raise ValueError(f"n_elites must be between 1 and n_models={n_models}, got {n_elites!r}")
+        #: The members that predict (indices, saved with the model); all until ``set_elites`` chooses
+        self.elites: th.Tensor
+        self.register_buffer("elites", th.arange(self.n_elites))
         self.flattener = ObservationFlattener(observation_space)
         self.obs_dim = self.flattener.dim
         self.action_dim = get_action_dim(action_space)
@@ -442,16 +451,17 @@ class WorldModel(nn.Module):
         """
         classifier = self.termination_classifier
         heads: list[nn.Module] = [self.dynamics.net, self.reward.net, *([classifier] if classifier is not None else [])]
+        members = None if self.n_elites == self.n_models else self.elites
         if self.ensemble_prediction == "mean":
-            outputs = [head(inputs) for head in heads]  # (members, batch, out) each
+            outputs = [head(inputs, members) for head in heads]  # (members, batch, out) each
         else:  # equal blocks of a random permutation, one per member; the last block is padded with repeats
-            batch_size, n_models = inputs.shape[0], self.n_models
+            batch_size, n_members = inputs.shape[0], self.n_elites
             order = th.randperm(batch_size, device=inputs.device)
-            block = -(-batch_size // n_models)
-            padded = order[th.arange(block * n_models, device=inputs.device) % batch_size]
-            blocks = inputs[padded].reshape(n_models, block, -1)
+            block = -(-batch_size // n_members)
+            padded = order[th.arange(block * n_members, device=inputs.device) % batch_size]
+            blocks = inputs[padded].reshape(n_members, block, -1)
             restore = th.argsort(order)  # row i of the result is the sample at position restore[i] of ``order``
-            outputs = [head(blocks).reshape(n_models * block, -1)[:batch_size][restore].unsqueeze(0) for head in heads]
+            outputs = [head(blocks, members).reshape(n_members * block, -1)[:batch_size][restore].unsqueeze(0) for head in heads]
         dynamics_mean, dynamics_raw = outputs[0].split(self.obs_dim, dim=-1)
         reward_mean, reward_raw = outputs[1].split(1, dim=-1)
         average = [
@@ -462,6 +472,28 @@ class WorldModel(nn.Module):
         ]
         done_probabilities = th.sigmoid(outputs[2]).mean(0) if classifier is not None else None
         return (*average, done_probabilities)
+
+    @th.no_grad()
+    def member_errors(self, observations: PyTorchObs, actions: th.Tensor, next_observations: PyTorchObs) -> th.Tensor:
+        """
+        Each member's one-step error on real transitions: the next-observation MSE of its mean prediction divided by
+        the variance of the dynamics target (as ``prediction_errors``' second column), for elites and logging.
+
+        :return: Shape (n_models, batch)
+        """
+        flat_obs = self.flattener.flatten(observations)
+        inputs = self.inputs(flat_obs, actions)
+        (dynamics_mean, _), (reward_mean, _) = self.dynamics(inputs), self.reward(inputs)
+        predicted, _ = self.decode(flat_obs, dynamics_mean, reward_mean)  # (members, batch, obs_dim) for an ensemble
+        target_var = self.dynamics_target_normalizer.var + self.dynamics_target_normalizer.epsilon
+        squared_error = (predicted - self.flattener.flatten(next_observations)).square() / target_var
+        return squared_error.mean(dim=-1).reshape(self.n_models, -1)
+
+    def set_elites(self, errors: th.Tensor) -> None:
+        """
+        :param errors: Held-out error of each member, shape (n_models,); the ``n_elites`` lowest become the elites
+        """
+        self.elites.copy_(th.argsort(errors.to(self.elites.device))[: self.n_elites])
 
     @th.no_grad()
     def prediction_errors(

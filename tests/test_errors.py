@@ -27,6 +27,7 @@ class _SpaceEnv(gym.Env):
         (dict(policy_horizon=0), "policy_horizon"),
         (dict(min_q_subset=0), "min_q_subset"),
         (dict(n_models=0), "n_models"),
+        (dict(n_models=3, n_elites=4), "n_elites"),
         (dict(ensemble_prediction="median"), "ensemble_prediction"),
         (dict(min_q_subset=3), "min_q_subset"),
         (dict(policy_kwargs=dict(n_critics=0)), "n_critics"),

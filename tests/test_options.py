@@ -1,6 +1,7 @@
 """Options beyond the paper (the frontier configurations): shapes, their reduction to the paper's networks, the
 autograd fallback, and exact save/load."""
 
+import numpy as np
 import pytest
 import torch as th
 from torch import nn
@@ -186,3 +187,35 @@ def test_ensemble_option_trains_saves_and_loads(tmp_path):
     assert loaded.world_model.n_models == 3
     for key, value in model.policy.state_dict().items():
         assert th.equal(value, loaded.policy.state_dict()[key]), key
+
+
+def test_elites_are_the_members_of_lowest_held_out_error_and_alone_predict():
+    model = _world_model(3, normalize=False, n_elites=1)
+    with th.no_grad():  # member m predicts reward m and next observation = observation + m
+        for head, value in ((model.reward.net, 1.0), (model.dynamics.net, 1.0)):
+            head.weights[-1].zero_()
+            head.biases[-1].zero_()
+            head.biases[-1][:, 0, : head.biases[-1].shape[-1] // 2] = value * th.arange(3.0).unsqueeze(1)
+    obs, actions = th.randn(12, 3), th.zeros(12, 2)
+    errors = model.member_errors(obs, actions, obs + 2.0)  # the truth is member 2's prediction
+    assert errors.shape == (3, 12)
+    th.testing.assert_close(errors.mean(1), th.tensor([4.0, 1.0, 0.0]) / (1.0 + model.dynamics_target_normalizer.epsilon))
+    model.set_elites(errors.mean(1))
+    assert model.elites.tolist() == [2]
+    for prediction in ("random", "mean"):
+        model.ensemble_prediction = prediction
+        th.testing.assert_close(model(obs, actions, deterministic=True).rewards, th.full((12, 1), 2.0))
+
+
+def test_s2vg_logs_each_members_held_out_error_and_chooses_elites():
+    model = S2VG(
+        "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, model_batch_size=32, seed=0, n_models=3,
+        n_elites=2, policy_kwargs=dict(net_arch=[16, 16]),
+    )  # fmt: skip
+    model.learn(150)
+    window = np.mean(model._holdout_errors, axis=0)
+    assert window.shape == (6,)
+    assert sorted(model.world_model.elites.tolist()) == sorted(np.argsort(window[3:])[:2].tolist())
+    logged = model.logger.name_to_value  # recorded, not yet dumped (no episode has ended)
+    for member in range(3):
+        assert logged[f"train/model_holdout_obs_nmse_member{member}"] == pytest.approx(window[3 + member])
