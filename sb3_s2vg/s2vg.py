@@ -137,6 +137,8 @@ class S2VG(OffPolicyAlgorithm):
     :param ent_coef: The entropy coefficient α: a float (the paper uses 0.1 to 0.4), or ``"auto"`` to learn it
         as in SAC (``"auto_0.1"`` starts it at 0.1)
     :param target_update_interval: Update the target V every ``target_update_interval`` actor-critic updates
+        (``train/n_updates`` counts gradient steps, as SB3 does; ``train/n_actor_critic_updates`` and
+        ``train/n_model_updates`` count the two kinds of update)
     :param target_entropy: Target entropy when learning ``ent_coef`` (``"auto"``: minus the action dimension)
     :param model_loss: ``"mse"``, the paper's eq. 6 on reparameterised samples, or ``"nll"``, the Gaussian
         negative log-likelihood
@@ -319,6 +321,8 @@ class S2VG(OffPolicyAlgorithm):
         self.manual_gradients = manual_gradients
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
+        self._n_actor_critic_updates = 0  # m per gradient step (``_n_updates`` counts gradient steps, as in SB3)
+        self._n_model_updates = 0
         # Replay-buffer position up to which the world model's held-out error has been measured
         self._holdout_pos = 0
         self._holdout_errors: deque[np.ndarray] = deque(maxlen=HOLDOUT_WINDOW)
@@ -722,7 +726,6 @@ class S2VG(OffPolicyAlgorithm):
         self._update_holdout_errors()
 
         model_losses, ac_losses, ent_coef_losses = [], [], []
-        n_actor_critic_updates = 0
         for _ in range(gradient_steps):
             for _ in range(self.model_gradient_steps):
                 model_losses.append(self._train_world_model())
@@ -732,10 +735,12 @@ class S2VG(OffPolicyAlgorithm):
                 ac_losses.append(th.stack([losses.critic, losses.value, losses.actor]))
                 if losses.ent_coef is not None:
                     ent_coef_losses.append(losses.ent_coef)
-                n_actor_critic_updates += 1
-                if (self._n_updates + n_actor_critic_updates) % self.target_update_interval == 0:
+                self._n_actor_critic_updates += 1
+                if self._n_actor_critic_updates % self.target_update_interval == 0:
                     self._update_value_target()
-        self._n_updates += n_actor_critic_updates
+        # SB3's meaning: gradient steps; the two kinds of update are counted under their own names
+        self._n_updates += gradient_steps
+        self._n_model_updates += len(model_losses)
         self._log_training(model_losses, ac_losses, ent_coef_losses)
 
     def _log_training(
@@ -763,10 +768,12 @@ class S2VG(OffPolicyAlgorithm):
         if not np.all(np.isfinite(values)):
             bad = [name for name, value in zip(names, values) if not np.isfinite(value)]
             raise RuntimeError(
-                f"S2VG training diverged: non-finite {bad} after {self._n_updates} updates. Check the observations "
-                "and rewards for NaN/inf, and consider lower learning rates or normalize_model=True."
+                f"S2VG training diverged: non-finite {bad} after {self._n_actor_critic_updates} actor-critic updates. "
+                "Check the observations and rewards for NaN/inf, and consider lower learning rates or normalize_model=True."
             )
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/n_actor_critic_updates", self._n_actor_critic_updates, exclude="tensorboard")
+        self.logger.record("train/n_model_updates", self._n_model_updates, exclude="tensorboard")
         for name, value in zip(names, values):
             if name == "termination_loss" and not self.learn_termination:
                 continue

@@ -88,10 +88,11 @@ def test_continue_training_after_load_with_replay_buffer(tmp_path):
     loaded.load_replay_buffer(tmp_path / "buffer")
     assert loaded.replay_buffer.size() == model.replay_buffer.size()
     np.testing.assert_array_equal(loaded.replay_buffer.observations, model.replay_buffer.observations)
-    updates_before = loaded._n_updates
+    updates_before, ac_updates_before = loaded._n_updates, loaded._n_actor_critic_updates
     loaded.learn(50, reset_num_timesteps=False)
     assert loaded.num_timesteps == 200
-    assert loaded._n_updates == updates_before + 50 * loaded.actor_critic_updates
+    assert loaded._n_updates == updates_before + 50  # gradient steps, as SB3 counts them
+    assert loaded._n_actor_critic_updates == ac_updates_before + 50 * loaded.actor_critic_updates
 
 
 def test_termination_fn_survives_save_load(tmp_path):

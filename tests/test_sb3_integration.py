@@ -114,3 +114,18 @@ def test_cuda_device():
     model = S2VG("MlpPolicy", "Pendulum-v1", learning_starts=50, policy_kwargs=SMALL, device="cuda")
     model.learn(100)
     assert next(model.world_model.parameters()).is_cuda
+
+
+def test_n_updates_counts_gradient_steps_as_sb3_does():
+    """SB3's meaning of train/n_updates: with gradient_steps=-1, one gradient step per env step collected
+    (train_freq * n_envs per rollout); S2VG's m actor-critic updates and world-model updates are counted apart."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    model = S2VG(
+        "MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2), train_freq=2, gradient_steps=-1, learning_starts=0,
+        batch_size=8, model_batch_size=8, actor_critic_updates=3, policy_kwargs=SMALL, seed=0,
+    )  # fmt: skip
+    model.learn(20)
+    assert model.num_timesteps == 20 and model._n_updates == 20
+    assert model._n_actor_critic_updates == 60 and model._n_model_updates == 20
+    assert model.logger.name_to_value["train/n_updates"] == 20
