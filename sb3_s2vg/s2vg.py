@@ -16,6 +16,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
 from sb3_s2vg.manual_gradients import ManualActorCriticGradients
+from sb3_s2vg.model_training import MAX_HOLDOUT, ModelFit, fit_world_model, holdout_mask
 from sb3_s2vg.policies import (
     BatchedContinuousCritic,
     MlpPolicy,
@@ -122,7 +123,17 @@ class S2VG(OffPolicyAlgorithm):
     :param gradient_steps: How many gradient steps (each: world-model updates, then m actor-critic updates) to do
         after each rollout; ``-1`` means as many as environment steps collected during the rollout
     :param actor_critic_updates: m, the actor-critic updates per gradient step (the paper uses 1 to 5)
-    :param model_gradient_steps: World-model updates per gradient step
+    :param model_gradient_steps: World-model updates per gradient step (the paper's schedule; not used with
+        ``model_train_freq``)
+    :param model_train_freq: None (default): the paper's schedule, ``model_gradient_steps`` world-model updates on a
+        fresh batch at every gradient step. N: MBPO's schedule (an option beyond the paper;
+        ``sb3_s2vg.model_training``), every N environment steps fit the world model on the whole replay buffer
+        less a held-out split, in epochs, until the held-out loss stops improving; the normalisers absorb the new
+        transitions once per fit
+    :param model_holdout_ratio: With ``model_train_freq``: the fraction of replay-buffer slots held out (fixed per slot)
+    :param model_max_epochs: With ``model_train_freq``: most epochs of one fit
+    :param model_patience: With ``model_train_freq``: epochs without a 1 % improvement of the held-out loss before
+        a fit stops (MBPO: 5)
     :param policy_horizon: H_π, the model steps the policy gradient passes through (``_actor_loss``); ``1`` is the
         paper's eq. 10-11, ``H_π > 1`` the multi-step value gradient of SVG(H) / DHMBPO (an option, not the paper's)
     :param min_q_subset: M, the number of Q networks the minimum of eq. 8's target is taken over, a random subset drawn
@@ -207,6 +218,10 @@ class S2VG(OffPolicyAlgorithm):
         gradient_steps: int = 1,
         actor_critic_updates: int = 5,
         model_gradient_steps: int = 1,
+        model_train_freq: int | None = None,
+        model_holdout_ratio: float = 0.2,
+        model_max_epochs: int = 100,
+        model_patience: int = 5,
         horizon: int = 1,
         policy_horizon: int = 1,
         min_q_subset: int | None = None,
@@ -246,6 +261,8 @@ class S2VG(OffPolicyAlgorithm):
             ("batch_size", batch_size),
             ("model_batch_size", model_batch_size),
             ("target_update_interval", target_update_interval),
+            ("model_max_epochs", model_max_epochs),
+            ("model_patience", model_patience),
         ]:
             _check_positive_int(name, value)
         for name, value in [
@@ -254,6 +271,10 @@ class S2VG(OffPolicyAlgorithm):
             ("model_learning_rate", model_learning_rate),
         ]:
             _check_learning_rate(name, value)
+        if model_train_freq is not None:
+            _check_positive_int("model_train_freq", model_train_freq)
+        if not 0.0 < model_holdout_ratio < 1.0:
+            raise ValueError(f"model_holdout_ratio must be in (0, 1), got {model_holdout_ratio!r}")
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {tau!r}")
         if not 0.0 <= gamma <= 1.0:
@@ -304,6 +325,10 @@ class S2VG(OffPolicyAlgorithm):
         self.model_batch_size = model_batch_size
         self.actor_critic_updates = actor_critic_updates
         self.model_gradient_steps = model_gradient_steps
+        self.model_train_freq = model_train_freq
+        self.model_holdout_ratio = model_holdout_ratio
+        self.model_max_epochs = model_max_epochs
+        self.model_patience = model_patience
         self.horizon = horizon
         self.policy_horizon = policy_horizon
         self.min_q_subset = min_q_subset
@@ -326,6 +351,9 @@ class S2VG(OffPolicyAlgorithm):
         # Replay-buffer position up to which the world model's held-out error has been measured
         self._holdout_pos = 0
         self._holdout_errors: deque[np.ndarray] = deque(maxlen=HOLDOUT_WINDOW)
+        # With model_train_freq: the env step of the last fit, and the buffer position its normalisers reached
+        self._last_model_fit: int | None = None
+        self._model_fit_pos = 0
 
         if _init_setup_model:
             self._setup_model()
@@ -613,6 +641,58 @@ class S2VG(OffPolicyAlgorithm):
         self.world_model.optimizer.step()
         return th.stack([loss.detach() for loss in losses])
 
+    def _buffer_samples(self, indices: np.ndarray) -> ReplayBufferSamples:
+        """
+        The transitions in replay-buffer slots ``indices`` (with several envs, each slot is read ``n_envs`` times,
+        each time from a random env, as SB3's ``_get_samples`` picks one).
+
+        :param indices: Slot indices, shape (n,)
+        """
+        buffer = self.replay_buffer
+        assert buffer is not None
+        return buffer._get_samples(np.repeat(indices, buffer.n_envs), env=self._vec_normalize_env)
+
+    def _fit_world_model(self) -> ModelFit | None:
+        """
+        With ``model_train_freq``, when it is due: the normalisers absorb the transitions added since the last fit,
+        then ``fit_world_model`` trains on the replay buffer less its held-out slots and early-stops on them; an
+        ensemble's elites are the members of lowest held-out loss.
+
+        :return: What the fit did, or None when no fit was due
+        """
+        if self.model_train_freq is None:
+            return None
+        if self._last_model_fit is not None and self.num_timesteps - self._last_model_fit < self.model_train_freq:
+            return None
+        self._last_model_fit = self.num_timesteps
+        buffer = self.replay_buffer
+        assert buffer is not None
+        n_new = min((buffer.pos - self._model_fit_pos) % buffer.buffer_size or buffer.size(), buffer.size())
+        self._model_fit_pos = buffer.pos
+        new = self._buffer_samples((np.arange(buffer.pos - n_new, buffer.pos)) % buffer.buffer_size)
+        self.world_model.update_normalizers(new.observations, new.next_observations, new.rewards)
+
+        indices = np.arange(buffer.size())
+        if buffer.optimize_memory_usage and buffer.full:  # the slot about to be overwritten has no next observation
+            indices = indices[indices != buffer.pos]
+        held_out = holdout_mask(indices, self.model_holdout_ratio)
+        holdout_indices = indices[held_out] if held_out.any() else indices  # too few transitions yet: score on them all
+        if len(holdout_indices) > MAX_HOLDOUT:
+            holdout_indices = np.random.choice(holdout_indices, MAX_HOLDOUT, replace=False)
+        fit = fit_world_model(
+            self.world_model,
+            self.world_model.optimizer,
+            self._buffer_samples(indices[~held_out]),
+            self._buffer_samples(holdout_indices),
+            self.model_batch_size,
+            self.model_loss,
+            self.model_max_epochs,
+            self.model_patience,
+        )
+        if self.world_model.n_elites < self.world_model.n_models:
+            self.world_model.set_elites(fit.member_holdout_losses)
+        return fit
+
     def _actor_critic_gradients(self, data: ReplayBufferSamples) -> ActorCriticLosses:
         """
         Gradients of one actor-critic update of Algorithm 1 (step 3), all taken at the current parameters:
@@ -717,7 +797,7 @@ class S2VG(OffPolicyAlgorithm):
         if new_errors is None:
             return
         self._holdout_errors.extend(new_errors.cpu().numpy())
-        if self.world_model.n_elites < self.world_model.n_models:
+        if self.model_train_freq is None and self.world_model.n_elites < self.world_model.n_models:
             self.world_model.set_elites(th.as_tensor(np.mean(self._holdout_errors, axis=0)[3:]))
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
@@ -726,8 +806,11 @@ class S2VG(OffPolicyAlgorithm):
         self._update_holdout_errors()
 
         model_losses, ac_losses, ent_coef_losses = [], [], []
+        fit = self._fit_world_model()
+        if fit is not None:
+            model_losses.append(fit.train_losses)
         for _ in range(gradient_steps):
-            for _ in range(self.model_gradient_steps):
+            for _ in range(self.model_gradient_steps if self.model_train_freq is None else 0):
                 model_losses.append(self._train_world_model())
             for _ in range(self.actor_critic_updates):
                 data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -740,14 +823,15 @@ class S2VG(OffPolicyAlgorithm):
                     self._update_value_target()
         # SB3's meaning: gradient steps; the two kinds of update are counted under their own names
         self._n_updates += gradient_steps
-        self._n_model_updates += len(model_losses)
-        self._log_training(model_losses, ac_losses, ent_coef_losses)
+        self._n_model_updates += len(model_losses) if fit is None else fit.updates
+        self._log_training(model_losses, ac_losses, ent_coef_losses, fit)
 
     def _log_training(
         self,
         model_losses: list[th.Tensor],
         ac_losses: list[th.Tensor],
         ent_coef_losses: list[th.Tensor],
+        fit: ModelFit | None = None,
     ) -> None:
         """
         Record the mean losses of one ``train`` call under ``train/`` (names from ``WorldModelLosses`` and
@@ -756,11 +840,16 @@ class S2VG(OffPolicyAlgorithm):
         :param model_losses: Per world-model update, the ``WorldModelLosses`` stacked, shape (3,) each
         :param ac_losses: Per actor-critic update, the critic, value and actor losses stacked, shape (3,) each
         :param ent_coef_losses: Per actor-critic update, α's loss when it is learned (scalars), else empty
+        :param fit: The world-model fit of this call (``model_train_freq``), if one ran: its epochs, updates and
+            held-out loss are logged as ``train/model_fit_*``
         :raises RuntimeError: when a loss is not finite (training diverged)
         """
-        to_log = [th.stack(model_losses).mean(0), th.stack(ac_losses).mean(0), self._current_ent_coef().reshape(1)]
         *ac_fields, ent_coef_field = ActorCriticLosses._fields
-        names = [f"{field}_loss" for field in (*WorldModelLosses._fields, *ac_fields)] + ["ent_coef"]
+        to_log = [th.stack(ac_losses).mean(0), self._current_ent_coef().reshape(1)]
+        names = [f"{field}_loss" for field in ac_fields] + ["ent_coef"]
+        if model_losses:  # none between two fits with model_train_freq
+            to_log.insert(0, th.stack(model_losses).mean(0))
+            names[:0] = [f"{field}_loss" for field in WorldModelLosses._fields]
         if ent_coef_losses:
             to_log.append(th.stack(ent_coef_losses).mean().reshape(1))
             names.append(f"{ent_coef_field}_loss")
@@ -778,6 +867,10 @@ class S2VG(OffPolicyAlgorithm):
             if name == "termination_loss" and not self.learn_termination:
                 continue
             self.logger.record(f"train/{name}", float(value))
+        if fit is not None:
+            self.logger.record("train/model_fit_epochs", fit.epochs)
+            self.logger.record("train/model_fit_updates", fit.updates)
+            self.logger.record("train/model_fit_holdout_loss", fit.holdout_loss)
         if self._holdout_errors:
             mean_errors = np.mean(self._holdout_errors, axis=0)
             self.logger.record("train/model_holdout_obs_mse", float(mean_errors[0]))

@@ -195,13 +195,15 @@ class GaussianHead(nn.Module):
         self.output_dim = output_dim
         self.net = make_network(n_members, input_dim, 2 * output_dim, net_arch, activation_fn, layer_norm)
 
-    def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def forward(self, x: th.Tensor, members: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor]:
         """
         :param x: Input of shape (batch, input_dim); an ensemble also takes (members, batch, input_dim)
+        :param members: An ensemble's members to evaluate, indices of shape (k,), or None for all
         :return: Mean and log standard deviation, each of shape (batch, output_dim), or (members, batch, output_dim)
             for an ensemble
         """
-        mean, raw_log_std = self.net(x).split(self.output_dim, dim=-1)
+        output = self.net(x) if members is None else self.net(x, members)
+        mean, raw_log_std = output.split(self.output_dim, dim=-1)
         return mean, soft_clamp_log_std(raw_log_std)
 
 
@@ -449,29 +451,74 @@ class WorldModel(nn.Module):
             (batch, 1) in normalised units, and the termination probability (batch, 1) or None when the classifier
             does not decide
         """
-        classifier = self.termination_classifier
-        heads: list[nn.Module] = [self.dynamics.net, self.reward.net, *([classifier] if classifier is not None else [])]
         members = None if self.n_elites == self.n_models else self.elites
-        if self.ensemble_prediction == "mean":
-            outputs = [head(inputs, members) for head in heads]  # (members, batch, out) each
+        if self.ensemble_prediction == "mean":  # every member on every sample: outputs of shape (members, batch, out)
+
+            def gather(output: th.Tensor) -> th.Tensor:
+                return output
+
         else:  # equal blocks of a random permutation, one per member; the last block is padded with repeats
             batch_size, n_members = inputs.shape[0], self.n_elites
             order = th.randperm(batch_size, device=inputs.device)
             block = -(-batch_size // n_members)
             padded = order[th.arange(block * n_members, device=inputs.device) % batch_size]
-            blocks = inputs[padded].reshape(n_members, block, -1)
+            inputs = inputs[padded].reshape(n_members, block, -1)
             restore = th.argsort(order)  # row i of the result is the sample at position restore[i] of ``order``
-            outputs = [head(blocks, members).reshape(n_members * block, -1)[:batch_size][restore].unsqueeze(0) for head in heads]
-        dynamics_mean, dynamics_raw = outputs[0].split(self.obs_dim, dim=-1)
-        reward_mean, reward_raw = outputs[1].split(1, dim=-1)
-        average = [
+
+            def gather(output: th.Tensor) -> th.Tensor:  # (members, block, out) -> (1, batch, out), the batch's order
+                return output.reshape(n_members * block, -1)[:batch_size][restore].unsqueeze(0)
+
+        dynamics_mean, dynamics_log_std = (gather(output) for output in self.dynamics(inputs, members))
+        reward_mean, reward_log_std = (gather(output) for output in self.reward(inputs, members))
+        classifier = self.termination_classifier
+        done_probabilities = th.sigmoid(gather(classifier(inputs, members))).mean(0) if classifier is not None else None
+        return (
             dynamics_mean.mean(0),
-            soft_clamp_log_std(dynamics_raw).exp().mean(0),
+            dynamics_log_std.exp().mean(0),
             reward_mean.mean(0),
-            soft_clamp_log_std(reward_raw).exp().mean(0),
-        ]
-        done_probabilities = th.sigmoid(outputs[2]).mean(0) if classifier is not None else None
-        return (*average, done_probabilities)
+            reward_log_std.exp().mean(0),
+            done_probabilities,
+        )
+
+    @th.no_grad()
+    def member_losses(
+        self,
+        observations: PyTorchObs,
+        actions: th.Tensor,
+        next_observations: PyTorchObs,
+        rewards: th.Tensor,
+        dones: th.Tensor,
+        loss: str = "mse",
+    ) -> th.Tensor:
+        """
+        Each member's loss on held-out transitions, without noise or bootstrap (the early-stopping score of
+        ``sb3_s2vg.model_training.fit_world_model``): dynamics plus reward plus termination, in normalised target
+        units; ``"mse"`` on the mean prediction, ½ (μ − y)², ``"nll"`` the Gaussian negative log-likelihood.
+
+        :param observations: Shape (batch, ...)
+        :param actions: Shape (batch, action_dim), scaled to [-1, 1]
+        :param next_observations: Shape (batch, ...)
+        :param rewards: Shape (batch, 1)
+        :param dones: Real terminations, shape (batch, 1)
+        :param loss: ``"mse"`` or ``"nll"``
+        :return: Shape (n_models,)
+        """
+        flat_obs = self.flattener.flatten(observations)
+        inputs = self.inputs(flat_obs, actions)
+        dynamics_target = self._dynamics_target(flat_obs, self.flattener.flatten(next_observations))
+        targets = (self.dynamics_target_normalizer.normalize(dynamics_target), self.reward_normalizer.normalize(rewards))
+        total = th.zeros(self.n_models, device=inputs.device)
+        for head, target in zip((self.dynamics, self.reward), targets):
+            mean, log_std = head(inputs)
+            if loss == "mse":
+                element_loss = 0.5 * (mean - target).square()
+            else:
+                element_loss = 0.5 * ((mean - target) * th.exp(-log_std)).square() + log_std
+            total += element_loss.sum(dim=-1).reshape(self.n_models, -1).mean(dim=-1)
+        if self.termination is not None:
+            logits = self.termination(inputs).reshape(self.n_models, -1)
+            total += F.binary_cross_entropy_with_logits(logits, dones.reshape(1, -1).expand_as(logits), reduction="none").mean(-1)
+        return total
 
     @th.no_grad()
     def member_errors(self, observations: PyTorchObs, actions: th.Tensor, next_observations: PyTorchObs) -> th.Tensor:
