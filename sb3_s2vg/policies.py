@@ -114,11 +114,21 @@ def get_s2vg_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> dict
     if net_arch is None:
         return {key: list(value) for key, value in DEFAULT_NET_ARCH.items()}
     if isinstance(net_arch, (list, tuple)):
-        return {key: list(net_arch) for key in DEFAULT_NET_ARCH}
-    unknown = set(net_arch) - set(DEFAULT_NET_ARCH)
-    if unknown:
-        raise ValueError(f"Unknown net_arch keys {sorted(unknown)}; expected some of {list(DEFAULT_NET_ARCH)}")
-    return {key: list(net_arch.get(key, default)) for key, default in DEFAULT_NET_ARCH.items()}
+        resolved = {key: list(net_arch) for key in DEFAULT_NET_ARCH}
+    elif isinstance(net_arch, dict):
+        unknown = set(net_arch) - set(DEFAULT_NET_ARCH)
+        if unknown:
+            raise ValueError(f"Unknown net_arch keys {sorted(unknown)}; expected some of {list(DEFAULT_NET_ARCH)}")
+        resolved = {key: list(net_arch.get(key, default)) for key, default in DEFAULT_NET_ARCH.items()}
+    else:
+        raise ValueError(f"net_arch must be a list of layer sizes or a dict of them, got {net_arch!r}")
+    for key, sizes in resolved.items():
+        if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
+            raise ValueError(
+                f"net_arch[{key!r}] = {sizes!r}: hidden layer sizes must be positive integers "
+                "(a layer of 0 units cuts the network off from its input)"
+            )
+    return resolved
 
 
 class BatchedContinuousCritic(BaseModel):

@@ -1,9 +1,16 @@
+import base64
 import importlib
+import io
+import json
+import pathlib
+import warnings
+import zipfile
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
+import cloudpickle
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -27,6 +34,7 @@ from sb3_s2vg.policies import (
     min_over_critics,
     squashed_gaussian_sample,
 )
+from sb3_s2vg.presets import terminates
 from sb3_s2vg.world_model import ENSEMBLE_PREDICTIONS, MODEL_LOSSES, TerminationFn, WorldModel, WorldModelLosses
 
 SelfS2VG = TypeVar("SelfS2VG", bound="S2VG")
@@ -91,11 +99,37 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _check_learning_rate(name: str, value: Any) -> None:
+def _is_finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (float, int, np.floating, np.integer)) and bool(np.isfinite(value))
+
+
+def _check_ent_coef(ent_coef: Any) -> None:
+    """:raises ValueError: unless ``ent_coef`` is a positive float, ``"auto"`` or ``"auto_<positive float>"``"""
+    message = f"ent_coef must be a positive float, 'auto' or 'auto_<initial value>' (e.g. 'auto_0.1'), got {ent_coef!r}"
+    if isinstance(ent_coef, str):
+        if ent_coef == "auto":
+            return
+        prefix, _, initial = ent_coef.partition("_")
+        try:
+            valid = prefix == "auto" and 0 < float(initial) < np.inf
+        except ValueError:
+            valid = False
+    else:
+        valid = _is_finite_number(ent_coef) and ent_coef > 0
+    if not valid:
+        raise ValueError(message)
+
+
+def _check_learning_rate(name: str, value: Any, progress_remaining: float = 1.0) -> None:
+    """
+    :raises ValueError: naming ``name`` unless ``value`` is a positive finite number, or a schedule that returns one
+        at ``progress_remaining``
+    """
+    at = ""
     if callable(value):
-        value = value(1.0)
-    if isinstance(value, bool) or not isinstance(value, (float, int, np.floating, np.integer)) or not value > 0:
-        raise ValueError(f"{name} must be a positive float or a schedule returning one, got {value!r}")
+        value, at = value(progress_remaining), f" (its value at progress_remaining={progress_remaining:.4g})"
+    if isinstance(value, bool) or not isinstance(value, (float, int, np.floating, np.integer)) or not 0 < value < np.inf:
+        raise ValueError(f"{name} must be a positive float or a schedule returning one, got {value!r}{at}")
 
 
 class S2VG(OffPolicyAlgorithm):
@@ -287,11 +321,9 @@ class S2VG(OffPolicyAlgorithm):
             termination_fn = _import_termination_fn(termination_fn)
         if termination_fn is not None and not callable(termination_fn):
             raise ValueError(f"termination_fn must be callable (obs, action, next_obs) -> done, got {termination_fn!r}")
-        if isinstance(ent_coef, str):
-            if not ent_coef.startswith("auto"):
-                raise ValueError(f"ent_coef must be a positive float, 'auto' or 'auto_<initial value>', got {ent_coef!r}")
-        elif not float(ent_coef) > 0:
-            raise ValueError(f"ent_coef must be a positive float, 'auto' or 'auto_<initial value>', got {ent_coef!r}")
+        _check_ent_coef(ent_coef)
+        if target_entropy != "auto" and not _is_finite_number(target_entropy):
+            raise ValueError(f"target_entropy must be 'auto' or a float (e.g. -action_dim), got {target_entropy!r}")
 
         super().__init__(
             policy,
@@ -353,6 +385,7 @@ class S2VG(OffPolicyAlgorithm):
         self._holdout_errors: deque[np.ndarray] = deque(maxlen=HOLDOUT_WINDOW)
         # With model_train_freq: the env step of the last fit, and the buffer position its normalisers reached
         self._last_model_fit: int | None = None
+        self._termination_warned = False  # warn once about a terminating env without a termination model
         self._model_fit_pos = 0
 
         if _init_setup_model:
@@ -381,6 +414,8 @@ class S2VG(OffPolicyAlgorithm):
         super()._setup_model()
         self.policy_kwargs = user_policy_kwargs  # saved as given: the options are saved as S2VG's attributes
         self._create_aliases()
+        self._check_termination_fn()
+        self._warn_if_termination_is_unmodelled()
         if self.min_q_subset is not None:
             _check_positive_int("min_q_subset", self.min_q_subset)
             if self.min_q_subset > self.critic.n_critics:
@@ -398,12 +433,51 @@ class S2VG(OffPolicyAlgorithm):
 
         if isinstance(self.ent_coef, str) and self.ent_coef.startswith("auto"):
             init_value = float(self.ent_coef.split("_")[1]) if "_" in self.ent_coef else 1.0
-            if not init_value > 0.0:
-                raise ValueError(f"The initial value of ent_coef must be positive, got {self.ent_coef!r}")
             self.log_ent_coef = th.log(th.ones(1, device=self.device) * init_value).requires_grad_(True)
             self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
         else:
             self.ent_coef_tensor = th.tensor(float(self.ent_coef), device=self.device)
+
+    def _models_termination(self) -> bool:
+        return self.termination_fn is not None or self.learn_termination
+
+    def _warn_if_termination_is_unmodelled(self) -> None:
+        """Warn when the env is one whose settings (``get_hyperparameters``) model termination and this model does not."""
+        if self._models_termination() or self.env is None:
+            return
+        try:
+            env_id = self.env.get_attr("spec")[0].id
+        except Exception:  # no spec (a custom env): the first real termination warns instead (_store_transition)
+            return
+        if terminates(env_id):
+            warnings.warn(
+                f"{env_id} ends episodes on termination, but this S2VG model has neither termination_fn nor "
+                f"learn_termination=True: imagined transitions never end and V bootstraps past falls. Use "
+                f"S2VG('MlpPolicy', {env_id!r}, **get_hyperparameters({env_id!r})) for the tested settings.",
+                stacklevel=3,
+            )
+            self._termination_warned = True
+
+    def _check_termination_fn(self) -> None:
+        """
+        Call ``termination_fn`` once on a batch of two zero transitions, so that a function that fails or returns the
+        wrong type or shape is reported here, at construction, rather than in the middle of ``learn``.
+
+        :raises ValueError: naming ``termination_fn``
+        """
+        world_model = self.world_model
+        if world_model.termination_fn is None:
+            return
+        obs = th.zeros(2, world_model.obs_dim, device=self.device)
+        try:
+            world_model.known_dones(obs, th.zeros(2, world_model.action_dim, device=self.device), obs)
+        except ValueError:
+            raise
+        except Exception as error:
+            raise ValueError(
+                f"termination_fn failed on a batch of two (obs, action, next_obs) tensors of shapes {tuple(obs.shape)}, "
+                f"(2, {world_model.action_dim}), {tuple(obs.shape)}: {error!r}"
+            ) from error
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor
@@ -426,7 +500,17 @@ class S2VG(OffPolicyAlgorithm):
                 self._manual_gradients = ManualActorCriticGradients(self.actor, self.critic, self.value_net, self.world_model)
 
     def _update_learning_rates(self) -> None:
-        """Set the policy, value and model learning rates from their schedules and log them."""
+        """
+        Set the policy, value and model learning rates from their schedules and log them.
+
+        :raises ValueError: naming the argument when a schedule returns a value that is not positive and finite
+        """
+        for name, schedule in [
+            ("learning_rate", self.learning_rate),
+            ("value_learning_rate", self.value_learning_rate),
+            ("model_learning_rate", self.model_learning_rate),
+        ]:
+            _check_learning_rate(name, schedule, self._current_progress_remaining)
         policy_optimizers = [self.actor.optimizer]
         if self.ent_coef_optimizer is not None:
             policy_optimizers.append(self.ent_coef_optimizer)
@@ -448,14 +532,37 @@ class S2VG(OffPolicyAlgorithm):
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        """Store the transition, refusing non-finite rewards or observations before they reach any network."""
-        observations = new_obs.values() if isinstance(new_obs, dict) else [new_obs]
-        if not (np.all(np.isfinite(reward)) and all(np.all(np.isfinite(obs)) for obs in observations)):
-            raise ValueError(
-                f"The environment returned a non-finite reward or observation at step {self.num_timesteps} "
-                f"(reward={reward}); S2VG's world model cannot learn from NaN/inf. Wrap the env in VecCheckNan to "
-                "find where it comes from."
-            )
+        """
+        Store the transition, refusing non-finite rewards or observations before they reach the buffer: the
+        observation it starts from (the reset observation at an episode's start), the next observation, the
+        reward, and ``infos[i]["terminal_observation"]`` where an episode ended.
+
+        :raises ValueError: naming what was not finite and the env step
+        """
+
+        def finite(obs: Any) -> bool:
+            parts = obs.values() if isinstance(obs, dict) else [obs]
+            return all(np.all(np.isfinite(part)) for part in parts)
+
+        checks = [("observation (the reset observation at an episode's start)", self._last_obs)]
+        checks += [("next observation", new_obs), ("reward", reward)]
+        checks += [(f"infos[{i}]['terminal_observation']", info["terminal_observation"])
+                   for i, (done, info) in enumerate(zip(dones, infos)) if done and "terminal_observation" in info]  # fmt: skip
+        if not self._termination_warned and not self._models_termination():
+            if any(done and not info.get("TimeLimit.truncated", False) for done, info in zip(dones, infos)):
+                warnings.warn(
+                    f"An episode terminated at step {self.num_timesteps}, but this S2VG model has neither "
+                    "termination_fn nor learn_termination=True: imagined transitions never end. Set one of them "
+                    "(sb3_s2vg.termination has known functions; get_hyperparameters(env_id) the tested settings).",
+                    stacklevel=2,
+                )
+                self._termination_warned = True
+        for name, value in checks:
+            if value is not None and not finite(value):
+                raise ValueError(
+                    f"The environment returned a non-finite {name} at step {self.num_timesteps}; nothing was stored: "
+                    "S2VG's world model cannot learn from NaN/inf. Wrap the env in VecCheckNan to find where it comes from."
+                )
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     # ------------------------------------------------------------------ losses, one per equation of the paper
@@ -897,6 +1004,73 @@ class S2VG(OffPolicyAlgorithm):
             progress_bar=progress_bar,
         )
 
+    def predict_transition(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        action: np.ndarray,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+        """
+        The world model's prediction for observations and actions as the environment takes them, in numpy: the
+        actions are scaled to [-1, 1] here (``self.world_model`` itself takes tensors of scaled actions).
+
+        :param observation: One observation of the observation space, or a batch of them (batch, ...), as the policy
+            sees them (after ``VecNormalize`` if the env uses it)
+        :param action: Actions in the env's action space, shape (action_dim,) or (batch, action_dim)
+        :param deterministic: The Gaussian heads' means instead of samples
+        :return: Next observations (the observation's form), rewards of shape (batch,), and the probability that
+            each transition terminates, shape (batch,), or None without a termination model; without the batch
+            dimension for a single observation
+        :raises ValueError: when the actions lie outside the action space or do not match the observations in number
+        """
+        obs_tensor, vectorized = self.policy.obs_to_tensor(observation)
+        assert isinstance(self.action_space, spaces.Box)
+        actions = np.asarray(action, dtype=np.float32).reshape(-1, *self.action_space.shape)
+        n_obs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        if actions.shape[0] != n_obs:
+            raise ValueError(f"action holds {actions.shape[0]} actions for {n_obs} observations")
+        if not (np.all(actions >= self.action_space.low) and np.all(actions <= self.action_space.high)):
+            raise ValueError(
+                f"action lies outside the action space [{self.action_space.low}, {self.action_space.high}]: "
+                "predict_transition takes actions as the env does (it scales them itself)"
+            )
+        scaled = th.as_tensor(self.policy.scale_action(actions), device=self.device)
+        with th.no_grad():
+            prediction = self.world_model(obs_tensor, scaled, deterministic=deterministic)
+        if isinstance(prediction.next_observations, dict):
+            next_obs: np.ndarray | dict[str, np.ndarray] = {
+                key: value.cpu().numpy() if vectorized else value[0].cpu().numpy()
+                for key, value in prediction.next_observations.items()
+            }
+        else:
+            next_obs = prediction.next_observations.cpu().numpy()
+            next_obs = next_obs if vectorized else next_obs[0]
+        rewards = prediction.rewards.reshape(-1).cpu().numpy()
+        dones = None if prediction.dones is None else prediction.dones.reshape(-1).cpu().numpy()
+        if not vectorized:
+            return next_obs, rewards[:1].reshape(()), None if dones is None else dones.reshape(())
+        return next_obs, rewards, dones
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfS2VG],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfS2VG:
+        """
+        SB3's ``load``, after checking that the file holds an S2VG model.
+
+        :raises ValueError: naming the policy class (and the algorithm it belongs to) when the file was saved by
+            another algorithm
+        """
+        _check_saved_policy_class(path)
+        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(),
@@ -919,6 +1093,47 @@ class S2VG(OffPolicyAlgorithm):
         else:
             saved_pytorch_variables = ["ent_coef_tensor"]
         return state_dicts, saved_pytorch_variables
+
+
+def _check_saved_policy_class(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """
+    :raises ValueError: when the SB3 zip at ``path`` holds a policy that is not an ``S2VGPolicy``, naming it and the
+        algorithm it comes from
+    """
+    if isinstance(path, io.BufferedIOBase):
+        position = path.tell()
+        archive = zipfile.ZipFile(path)
+    else:
+        position = None
+        path = pathlib.Path(path)
+        archive = zipfile.ZipFile(path if path.exists() else path.with_suffix(".zip"))
+    try:
+        policy_class = json.loads(archive.read("data")).get("policy_class", {})
+    except (KeyError, json.JSONDecodeError):
+        return  # not an SB3 file: SB3's own loader reports it
+    finally:
+        if position is not None:
+            path.seek(position)  # type: ignore[union-attr]
+    module = str(policy_class.get("__module__", ""))
+    if module == "sb3_s2vg.policies":
+        return
+    try:
+        saved_class = cloudpickle.loads(base64.b64decode(policy_class[":serialized:"]))
+        if isinstance(saved_class, type) and issubclass(saved_class, S2VGPolicy):
+            return  # a user's subclass of S2VG's policy
+        name = saved_class.__name__
+    except Exception:
+        name = "an unknown policy class"
+    package, _, rest = module.partition(".")
+    subpackage = rest.split(".")[0]
+    algorithm = None  # SB3's and sb3-contrib's <algo>/policies.py define <Algo>Policy (SACPolicy, CrossQPolicy, ...)
+    if package in ("stable_baselines3", "sb3_contrib") and name.endswith("Policy") and name[:-6].lower() == subpackage:
+        algorithm = name[:-6]
+    raise ValueError(
+        f"The file holds {name} (from {module or 'an unknown module'}), the policy of "
+        f"{algorithm or 'another algorithm'}, not an S2VG model; load it with "
+        f"{algorithm + '.load' if algorithm else 'the algorithm that saved it'}"
+    )
 
 
 @contextmanager

@@ -354,7 +354,15 @@ class WorldModel(nn.Module):
         """
         if self.termination_fn is None:
             return None
-        return self.termination_fn(flat_obs, actions, flat_next_obs).reshape(-1, 1).to(flat_next_obs.dtype)
+        dones = self.termination_fn(flat_obs, actions, flat_next_obs)
+        batch_size = flat_obs.shape[0]
+        if not isinstance(dones, th.Tensor) or dones.shape not in ((batch_size,), (batch_size, 1)):
+            got = f"a tensor of shape {tuple(dones.shape)}" if isinstance(dones, th.Tensor) else f"{type(dones).__name__}"
+            raise ValueError(
+                f"termination_fn must return a torch tensor of shape ({batch_size},) or ({batch_size}, 1) for a batch of "
+                f"{batch_size} (obs, action, next_obs) tensors, got {got}; compute it with torch operations on its inputs"
+            )
+        return dones.reshape(-1, 1).to(flat_next_obs.dtype)
 
     @property
     def termination_classifier(self) -> nn.Module | None:

@@ -45,6 +45,18 @@ class _SpaceEnv(gym.Env):
         (dict(model_loss="l1"), "model_loss"),
         (dict(termination_fn="hopper"), "termination_fn"),
         (dict(policy_kwargs=dict(net_arch=dict(policy=[8]))), "net_arch"),
+        (dict(policy_kwargs=dict(net_arch=[64, 0])), "net_arch"),
+        (dict(policy_kwargs=dict(net_arch=dict(qf=[64, -1]))), "net_arch"),
+        (dict(policy_kwargs=dict(net_arch=[64.0])), "net_arch"),
+        (dict(ent_coef="auto_x"), "ent_coef"),
+        (dict(ent_coef="auto_-0.1"), "ent_coef"),
+        (dict(ent_coef=float("nan")), "ent_coef"),
+        (dict(target_entropy="foo"), "target_entropy"),
+        (dict(learning_rate=float("inf")), "learning_rate"),
+        (dict(termination_fn=lambda obs, action, next_obs: np.zeros(len(obs), dtype=bool)), "termination_fn"),
+        (dict(termination_fn=lambda obs, action, next_obs: True), "termination_fn"),
+        (dict(termination_fn=lambda obs, action, next_obs: th.zeros(len(obs), 2)), "termination_fn"),
+        (dict(termination_fn=lambda obs, action, next_obs: obs[:, 99] > 0), "termination_fn"),
     ],
 )
 def test_bad_hyperparameters_name_the_argument(kwargs, name):
@@ -80,8 +92,79 @@ class _NanRewardEnv(_SpaceEnv):
 def test_nan_rewards_stop_training_with_a_clear_error():
     env = _NanRewardEnv(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (1,)))
     model = S2VG("MlpPolicy", env, learning_starts=10, policy_kwargs=dict(net_arch=[8]))
-    with pytest.raises(ValueError, match="non-finite reward or observation"):
+    with pytest.raises(ValueError, match="non-finite reward"):
         model.learn(20)
+    assert model.replay_buffer.size() == 0  # refused before it entered the buffer
+
+
+class _NanTerminalEnv(_SpaceEnv):
+    """Ends every episode at its third step with a NaN final observation (seen as infos' terminal_observation)."""
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(3, np.nan if self.t == 3 else 0.0, dtype=np.float32)
+        return obs, 0.0, self.t == 3, False, {}
+
+
+class _NanResetEnv(_SpaceEnv):
+    def reset(self, seed=None, options=None):
+        return np.full(3, np.nan, dtype=np.float32), {}
+
+
+@pytest.mark.parametrize("env_class, what", [(_NanTerminalEnv, "terminal_observation"), (_NanResetEnv, "reset observation")])
+def test_nan_terminal_and_reset_observations_never_enter_the_buffer(env_class, what):
+    env = env_class(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (1,)))
+    model = S2VG("MlpPolicy", env, learning_starts=100, policy_kwargs=dict(net_arch=[8]))
+    with pytest.raises(ValueError, match=what):
+        model.learn(20)
+    assert model.replay_buffer.size() == (2 if env_class is _NanTerminalEnv else 0)  # the NaN transition is not stored
+
+
+def test_a_learning_rate_schedule_that_turns_negative_is_refused_when_it_does():
+    def schedule(progress_remaining):
+        return 3e-4 if progress_remaining > 0.5 else -3e-4
+
+    model = S2VG("MlpPolicy", "Pendulum-v1", learning_starts=10, value_learning_rate=schedule, policy_kwargs=dict(net_arch=[8]))
+    with pytest.raises(ValueError, match=r"value_learning_rate .* progress_remaining=0\.5\)"):
+        model.learn(50)
+    assert model.num_timesteps == 25  # refused at the first update where it turned negative
+
+
+@pytest.mark.parametrize("algo", ["SAC", "TQC"])
+def test_loading_another_algorithms_file_names_it(tmp_path, algo):
+    if algo == "SAC":
+        from stable_baselines3 import SAC as cls
+    else:
+        from sb3_contrib import TQC as cls
+    cls("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[8])).save(tmp_path / "other")
+    with pytest.raises(ValueError, match=rf"holds {algo}Policy .* load it with {algo}\.load"):
+        S2VG.load(tmp_path / "other")
+    with pytest.raises(ValueError, match=rf"{algo}\.load"), open(tmp_path / "other.zip", "rb") as file:
+        S2VG.load(file)
+
+
+class _TerminatingEnv(_SpaceEnv):
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(3, dtype=np.float32), 0.0, self.t == 5, False, {}
+
+
+def test_a_terminating_env_without_termination_model_warns_once():
+    env = _TerminatingEnv(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (1,)))
+    model = S2VG("MlpPolicy", env, learning_starts=100, policy_kwargs=dict(net_arch=[8]))
+    with pytest.warns(UserWarning, match="terminated at step 5") as record:
+        model.learn(30)
+    assert sum("terminated" in str(warning.message) for warning in record) == 1
+    with pytest.warns(UserWarning, match="Hopper-v5 ends episodes on termination"):
+        S2VG("MlpPolicy", "Hopper-v5")
 
 
 def test_diverging_losses_stop_training_with_a_clear_error():
