@@ -28,7 +28,7 @@ The world model's decoding (denormalisation, ``predict_delta``) and its terminat
 ``tests/test_manual_gradients.py`` checks losses and gradients against autograd.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch as th
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor
@@ -269,8 +269,8 @@ class ManualActorCriticGradients:
 
     def __init__(self, actor: Actor, critic: BatchedContinuousCritic, value_net: ValueNetwork, world_model: WorldModel):
         self.actor = _passes_of(actor.latent_pi)  # Linear, ReLU, ..., Linear, ReLU
-        self.mean_head = _passes_of(nn.Sequential(actor.mu))
-        self.log_std_head = _passes_of(nn.Sequential(actor.log_std))
+        self.mean_head = _passes_of(nn.Sequential(cast(nn.Module, actor.mu)))
+        self.log_std_head = _passes_of(nn.Sequential(cast(nn.Module, actor.log_std)))
         self.critic = _BatchedLinearReLUPasses(critic.q_networks)
         self.value = _passes_of(value_net.v_net)
         self.world_model = world_model
@@ -306,11 +306,11 @@ class ManualActorCriticGradients:
         if actor.use_sde:
             return "gSDE"
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:
-            if not _reads_flat_vectors(module.features_extractor):
+            if module.features_extractor is None or not _reads_flat_vectors(module.features_extractor):
                 return f"the {name}'s features extractor does more than flatten the observations"
         # Networks that end with a product; the actor's latent_pi ends with a ReLU (or is empty)
         networks = [value_net.v_net, world_model.dynamics.net, world_model.reward.net]
-        networks += [nn.Sequential(actor.mu), nn.Sequential(actor.log_std)]
+        networks += [nn.Sequential(cast(nn.Module, actor.mu)), nn.Sequential(cast(nn.Module, actor.log_std))]
         if world_model.termination is not None:
             networks.append(world_model.termination)
         layers = [_linear_layers(network) for network in networks]

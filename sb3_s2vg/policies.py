@@ -172,6 +172,7 @@ class BatchedContinuousCritic(BaseModel):
         :param actions: Actions (batch, action_dim)
         :return: Q values of every network, shape (n_critics, batch, 1)
         """
+        assert self.features_extractor is not None
         features = self.extract_features(obs, self.features_extractor)
         return self.q_networks(th.cat([features, actions], dim=1))
 
@@ -215,6 +216,7 @@ class ValueNetwork(BaseModel):
         :param obs: Observations, batch first
         :return: State values of shape (batch, 1)
         """
+        assert self.features_extractor is not None
         return self.v_net(self.extract_features(obs, self.features_extractor))
 
 

@@ -299,12 +299,12 @@ class S2VG(OffPolicyAlgorithm):
             ("model_patience", model_patience),
         ]:
             _check_positive_int(name, value)
-        for name, value in [
+        for name, rate in [
             ("learning_rate", learning_rate),
             ("value_learning_rate", value_learning_rate),
             ("model_learning_rate", model_learning_rate),
         ]:
-            _check_learning_rate(name, value)
+            _check_learning_rate(name, rate)
         if model_train_freq is not None:
             _check_positive_int("model_train_freq", model_train_freq)
         if not 0.0 < model_holdout_ratio < 1.0:
@@ -427,7 +427,8 @@ class S2VG(OffPolicyAlgorithm):
         self.model_lr_schedule = FloatSchedule(self.model_learning_rate)
 
         if self.target_entropy == "auto":
-            self.target_entropy = float(-np.prod(self.action_space.shape).astype(np.float32))  # type: ignore[union-attr]
+            assert isinstance(self.action_space, spaces.Box)
+            self.target_entropy = float(-np.prod(self.action_space.shape).astype(np.float32))
         else:
             self.target_entropy = float(self.target_entropy)
 
@@ -486,8 +487,8 @@ class S2VG(OffPolicyAlgorithm):
         self.value_target = self.policy.value_target
         self.world_model = self.policy.world_model
         # Parameter lists used on every update (not saved: rebuilt from the policy)
-        self._value_parameters = list(self.value_net.parameters())
-        self._value_target_parameters = list(self.value_target.parameters())
+        self._value_parameters: list[th.Tensor] = list(self.value_net.parameters())
+        self._value_target_parameters: list[th.Tensor] = list(self.value_target.parameters())
         self._policy_step_frozen_parameters = [*self.world_model.parameters(), *self._value_parameters]
         self._manual_gradients: ManualActorCriticGradients | None = None
         if self.manual_gradients:
@@ -592,7 +593,8 @@ class S2VG(OffPolicyAlgorithm):
         :return: Lists of length H of observations, actions (batch, action_dim), rewards (batch, 1) and dones
             (batch, 1), and the final observation ŝ_H
         """
-        observations, actions = [data.observations], [data.actions]
+        observations: list[PyTorchObs] = [data.observations]
+        actions = [data.actions]
         rewards, dones = [data.rewards], [data.dones]
         next_obs = data.next_observations
         with th.no_grad():
@@ -1043,8 +1045,8 @@ class S2VG(OffPolicyAlgorithm):
                 for key, value in prediction.next_observations.items()
             }
         else:
-            next_obs = prediction.next_observations.cpu().numpy()
-            next_obs = next_obs if vectorized else next_obs[0]
+            flat = prediction.next_observations.cpu().numpy()
+            next_obs = flat if vectorized else flat[0]
         rewards = prediction.rewards.reshape(-1).cpu().numpy()
         dones = None if prediction.dones is None else prediction.dones.reshape(-1).cpu().numpy()
         if not vectorized:
@@ -1137,7 +1139,7 @@ def _check_saved_policy_class(path: str | pathlib.Path | io.BufferedIOBase) -> N
 
 
 @contextmanager
-def frozen_parameters(all_parameters: list[th.nn.Parameter]) -> Iterator[None]:
+def frozen_parameters(all_parameters: list[th.Tensor]) -> Iterator[None]:
     """Within the context, ``all_parameters`` do not require gradients (inputs still get theirs)."""
     parameters = [param for param in all_parameters if param.requires_grad]
     for param in parameters:

@@ -108,10 +108,9 @@ class ObservationFlattener:
     """
 
     def __init__(self, observation_space: spaces.Space):
-        if isinstance(observation_space, spaces.Dict):
-            self.shapes: dict[str | None, tuple[int, ...]] = {key: space.shape for key, space in observation_space.spaces.items()}
-        else:
-            self.shapes = {None: observation_space.shape}  # type: ignore[dict-item]
+        spaces_by_key = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {None: observation_space}
+        #: Each part's shape, by key (None: a single ``Box``)
+        self.shapes: dict[str | None, tuple[int, ...]] = {key: tuple(space.shape or ()) for key, space in spaces_by_key.items()}
         self.sizes = [int(np.prod(shape)) for shape in self.shapes.values()]
         self.dim = sum(self.sizes)
 
@@ -121,7 +120,8 @@ class ObservationFlattener:
         :return: Flat observation vectors, shape (batch, obs_dim)
         """
         if isinstance(obs, dict):
-            return th.cat([obs[key].reshape(obs[key].shape[0], -1).float() for key in self.shapes], dim=1)
+            parts = [obs[key] for key in self.shapes if key is not None]
+            return th.cat([part.reshape(part.shape[0], -1).float() for part in parts], dim=1)
         return obs.reshape(obs.shape[0], -1).float()
 
     def unflatten(self, flat_obs: th.Tensor) -> PyTorchObs:
@@ -236,7 +236,7 @@ class ModelPrediction(NamedTuple):
         notion of termination (imagined transitions never end)
     """
 
-    next_observations: th.Tensor
+    next_observations: PyTorchObs
     rewards: th.Tensor
     dones: th.Tensor | None
 
@@ -274,6 +274,9 @@ class WorldModel(nn.Module):
     :param n_elites: Predict with the ``n_elites`` members of lowest held-out error only (MBPO's elites; ``set_elites``
         chooses them); None: all members
     """
+
+    #: Set by the policy (``S2VGPolicy._build``)
+    optimizer: th.optim.Optimizer
 
     def __init__(
         self,
@@ -413,8 +416,10 @@ class WorldModel(nn.Module):
             batch_size = inputs.shape[0]
             rows = th.randint(batch_size, (self.n_models, batch_size), device=inputs.device)
             inputs, dynamics_target, rewards, dones = inputs[rows], dynamics_target[rows], rewards[rows], dones[rows]
-        dynamics_loss = gaussian_head_loss(*self.dynamics(inputs), dynamics_target, loss)
-        reward_loss = gaussian_head_loss(*self.reward(inputs), self.reward_normalizer.normalize(rewards), loss)
+        dynamics_mean, dynamics_log_std = self.dynamics(inputs)
+        reward_mean, reward_log_std = self.reward(inputs)
+        dynamics_loss = gaussian_head_loss(dynamics_mean, dynamics_log_std, dynamics_target, loss)
+        reward_loss = gaussian_head_loss(reward_mean, reward_log_std, self.reward_normalizer.normalize(rewards), loss)
         if self.termination is not None:
             termination_loss = F.binary_cross_entropy_with_logits(self.termination(inputs), dones)
         else:
@@ -449,7 +454,7 @@ class WorldModel(nn.Module):
             dones = done_probabilities
         return ModelPrediction(self.flattener.unflatten(flat_next_obs), rewards, dones)
 
-    def _ensemble_prediction(self, inputs: th.Tensor) -> tuple[th.Tensor, ...]:
+    def _ensemble_prediction(self, inputs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor, th.Tensor | None]:
         """
         The members' prediction for each sample (``ensemble_prediction``): one random member per sample, or the
         members' average.

@@ -121,3 +121,27 @@ def test_world_model_speaks_dict_observations():
     model.update_normalizers(observations, prediction.next_observations, prediction.rewards)
     losses = model.loss(observations, th.zeros(5, 1), prediction.next_observations, prediction.rewards, th.zeros(5, 1))
     assert all(th.isfinite(loss) for loss in losses)
+
+
+def test_predict_transition_scales_env_actions_and_speaks_numpy():
+    """``S2VG.predict_transition`` takes env actions (scaled inside) and numpy observations, single or batched, and
+    gives the world model's deterministic prediction for the scaled action."""
+    from sb3_s2vg import S2VG
+
+    model = S2VG("MlpPolicy", "Pendulum-v1", learning_starts=50, seed=0, policy_kwargs=dict(net_arch=[16]))
+    model.learn(120)
+    obs = np.array([0.5, -0.5, 1.0], dtype=np.float32)
+    env_action = np.array([1.0], dtype=np.float32)  # Pendulum's actions lie in [-2, 2]: scaled, this is 0.5
+    next_obs, reward, done = model.predict_transition(obs, env_action)
+    assert next_obs.shape == (3,) and reward.shape == () and done is None
+    with th.no_grad():
+        expected = model.world_model(th.as_tensor(obs[None]), th.tensor([[0.5]]), deterministic=True)
+    np.testing.assert_allclose(next_obs, expected.next_observations[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(reward, expected.rewards[0, 0].numpy(), rtol=1e-6)
+    batch_next, batch_rewards, _ = model.predict_transition(np.stack([obs, obs]), np.stack([env_action, -env_action]))
+    assert batch_next.shape == (2, 3) and batch_rewards.shape == (2,)
+    np.testing.assert_allclose(batch_next[0], next_obs, rtol=1e-6)
+    with pytest.raises(ValueError, match="outside the action space"):
+        model.predict_transition(obs, np.array([3.0]))
+    with pytest.raises(ValueError, match="2 actions for 1 observations"):
+        model.predict_transition(obs, np.zeros((2, 1)))
