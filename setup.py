@@ -3,8 +3,12 @@ from setuptools import find_packages, setup
 with open("README.md", encoding="utf-8") as file:
     long_description = file.read()
 
-# rl-zoo3 integration (train / enjoy / -optimize with a shared optuna storage); rl-zoo3 needs requests and pandas
-ZOO = ["rl_zoo3>=2.7", "sb3-contrib>=2.7", "optuna", "pandas", "requests"]
+# rl-zoo3 integration (train / enjoy / -optimize with a shared optuna storage); rl-zoo3 needs requests and pandas,
+# its plot scripts (python -m sb3_s2vg.zoo plot_train ...) seaborn
+ZOO = ["rl_zoo3>=2.7", "sb3-contrib>=2.7", "optuna", "pandas", "requests", "seaborn"]
+# hyperparameter search across machines on PostgreSQL (docs/hpo.md): psycopg 3, which SQLAlchemy >= 2.0 uses for
+# postgresql+psycopg://user:password@host:5432/db (optuna supports SQLAlchemy 2 from 3.1 on)
+HPO = [*ZOO, "optuna>=3.1", "sqlalchemy>=2.0", "psycopg[binary]>=3.1"]
 PLOTS = ["matplotlib"]
 
 setup(
@@ -41,8 +45,11 @@ setup(
     ],
     extras_require={
         "zoo": ZOO,
+        "hpo": HPO,
         "plots": PLOTS,
-        "tests": ["pytest", "tensorboard", *ZOO, *PLOTS],
+        # tests/test_hpo_postgres.py runs workers on a PostgreSQL server (tests/install_postgresql.sh) through psycopg
+        # tests/test_static_checks.py: mypy and ruff clean, as SB3 and sb3-contrib check in their CI
+        "tests": ["pytest", "tensorboard", "mypy>=1.10", "ruff>=0.5", *HPO, *PLOTS],
     },
     entry_points={"console_scripts": ["s2vg-zoo=sb3_s2vg.zoo:main"]},
 )

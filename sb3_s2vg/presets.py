@@ -7,15 +7,34 @@ rl-zoo3 file) gives each environment it knows, termination settings included.
     model = S2VG("MlpPolicy", "Hopper-v5", **get_hyperparameters("Hopper-v5"))
 """
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
-from sb3_s2vg.zoo import HYPERPARAMS_PATH, load_hyperparams
+#: The rl-zoo3 file of S2VG's settings, also rl-zoo3's default config for ``--algo s2vg`` (``sb3_s2vg.zoo``)
+HYPERPARAMS_PATH = Path(__file__).parent / "hyperparams" / "s2vg.yml"
 
 #: Keys of an rl-zoo3 entry that are not ``S2VG`` constructor arguments (the zoo's training script reads them)
 ZOO_ONLY_KEYS = ("n_timesteps", "policy", "n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack",
                  "callback", "normalize_kwargs", "env_kwargs")  # fmt: skip
+
+
+def load_hyperparams(env_id: str, path: Path | str = HYPERPARAMS_PATH) -> dict[str, Any]:
+    """
+    S2VG's constructor arguments for ``env_id`` from the rl-zoo file, with ``policy_kwargs`` evaluated
+    (``termination_fn`` stays an import path, which ``S2VG`` resolves); ``{}`` for an environment the file does not list.
+
+    :param env_id: Gymnasium environment id, e.g. ``"HalfCheetah-v5"``
+    :param path: The YAML file
+    :return: Keyword arguments (``n_timesteps`` and ``policy`` included)
+    """
+    with open(path) as file:
+        hyperparams = dict(yaml.safe_load(file).get(env_id, {}))
+    if isinstance(hyperparams.get("policy_kwargs"), str):
+        hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn})
+    return hyperparams
 
 
 def known_env_ids() -> list[str]:

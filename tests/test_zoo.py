@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -6,7 +7,7 @@ import pytest
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_s2vg import S2VG
-from sb3_s2vg.zoo import HYPERPARAMS_PATH, load_hyperparams, main, register
+from sb3_s2vg.zoo import HYPERPARAMS_PATH, SAME_SAMPLER_SEED_ENV, load_hyperparams, main, register
 
 pytest.importorskip("rl_zoo3")
 
@@ -47,18 +48,22 @@ def test_zoo_train_then_enjoy(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_optimize_from_two_processes_into_one_sqlite_study(tmp_path):
+    """Two workers with the same --seed start together: one study, and different trials (per-worker sampler seeds)."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     command = [
         sys.executable, "-m", "sb3_s2vg.zoo", "train", "--algo", "s2vg", "--env", "Pendulum-v1", "-optimize",
         "--n-trials", "1", "-n", "150", "--n-evaluations", "1", "--eval-episodes", "1", "--sampler", "random",
         "--pruner", "none", "--storage", storage, "--study-name", "s2vg_shared", "-f", str(tmp_path / "logs"),
+        "--seed", "1",
     ]  # fmt: skip
-    workers = [subprocess.Popen([*command, "--seed", str(seed)], cwd=tmp_path) for seed in (1, 2)]
+    env = {key: value for key, value in os.environ.items() if key != SAME_SAMPLER_SEED_ENV}
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=env) for _ in range(2)]
     assert [worker.wait(timeout=300) for worker in workers] == [0, 0]
     study = optuna.load_study(study_name="s2vg_shared", storage=storage)
     completed = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
     assert len(completed) == 2
     assert {"actor_critic_updates", "model_learning_rate", "ent_coef"} <= set(completed[0].params)
+    assert completed[0].params != completed[1].params
 
 
 def test_hyperparameter_file_is_package_data():
