@@ -207,23 +207,30 @@ class GaussianHead(nn.Module):
         return mean, soft_clamp_log_std(raw_log_std)
 
 
-def gaussian_head_loss(mean: th.Tensor, log_std: th.Tensor, target: th.Tensor, loss: str) -> th.Tensor:
+def gaussian_head_losses(mean: th.Tensor, log_std: th.Tensor, target: th.Tensor, loss: str, sample: bool = True) -> th.Tensor:
     """
-    Regression loss of a Gaussian head, averaged over the batch and summed over output dimensions.
+    Regression loss of a Gaussian head per sample, summed over output dimensions.
 
-    ``"mse"`` is the paper's eq. 6: ½ E_ζ[(μ + σζ − y)²] on a reparameterised sample. ``"nll"`` is the
-    Gaussian negative log-likelihood ½ ((μ − y)/σ)² + log σ (without its constant).
+    ``"mse"`` is the paper's eq. 6: ½ E_ζ[(μ + σζ − y)²] on a reparameterised sample (``sample=False``: on the mean,
+    ½ (μ − y)², the held-out score of ``WorldModel.member_losses``). ``"nll"`` is the Gaussian negative
+    log-likelihood ½ ((μ − y)/σ)² + log σ (without its constant).
 
-    :param mean: Predicted mean, shape (batch, dim)
-    :param log_std: Predicted log standard deviation, shape (batch, dim)
-    :param target: Regression target, shape (batch, dim)
+    :param mean: Predicted mean, shape (..., dim)
+    :param log_std: Predicted log standard deviation, shape (..., dim)
+    :param target: Regression target, shape (..., dim)
     :param loss: ``"mse"`` or ``"nll"``
-    :return: Scalar loss
+    :param sample: With ``"mse"``: on a reparameterised sample (eq. 6), or on the mean
+    :return: Shape (...)
     """
     if loss == "mse":
-        sample = mean + log_std.exp() * th.randn_like(mean)
-        return 0.5 * (sample - target).square().sum(dim=-1).mean()
-    return (0.5 * ((mean - target) * th.exp(-log_std)).square() + log_std).sum(dim=-1).mean()
+        prediction = mean + log_std.exp() * th.randn_like(mean) if sample else mean
+        return 0.5 * (prediction - target).square().sum(dim=-1)
+    return (0.5 * ((mean - target) * th.exp(-log_std)).square() + log_std).sum(dim=-1)
+
+
+def gaussian_head_loss(mean: th.Tensor, log_std: th.Tensor, target: th.Tensor, loss: str) -> th.Tensor:
+    """``gaussian_head_losses`` averaged over the batch (and the members of an ensemble): the scalar loss of eq. 6."""
+    return gaussian_head_losses(mean, log_std, target, loss).mean()
 
 
 class ModelPrediction(NamedTuple):
@@ -387,6 +394,21 @@ class WorldModel(nn.Module):
         self.dynamics_target_normalizer.update(self._dynamics_target(flat_obs, self.flattener.flatten(next_observations)))
         self.reward_normalizer.update(rewards)
 
+    def _regression_data(
+        self, observations: PyTorchObs, actions: th.Tensor, next_observations: PyTorchObs, rewards: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """
+        :return: The networks' inputs (batch, obs_dim + action_dim), and the dynamics (batch, obs_dim) and reward
+            (batch, 1) targets in normalised units
+        """
+        flat_obs = self.flattener.flatten(observations)
+        dynamics_target = self._dynamics_target(flat_obs, self.flattener.flatten(next_observations))
+        return (
+            self.inputs(flat_obs, actions),
+            self.dynamics_target_normalizer.normalize(dynamics_target),
+            self.reward_normalizer.normalize(rewards),
+        )
+
     def loss(
         self,
         observations: PyTorchObs,
@@ -408,18 +430,15 @@ class WorldModel(nn.Module):
         :param loss: ``"mse"`` (eq. 6) or ``"nll"``
         :return: Dynamics, reward and termination losses (averaged over the members of an ensemble)
         """
-        flat_obs = self.flattener.flatten(observations)
-        inputs = self.inputs(flat_obs, actions)
-        dynamics_target = self._dynamics_target(flat_obs, self.flattener.flatten(next_observations))
-        dynamics_target = self.dynamics_target_normalizer.normalize(dynamics_target)
+        inputs, dynamics_target, reward_target = self._regression_data(observations, actions, next_observations, rewards)
         if self.n_models > 1:  # each member its own bootstrap of the batch: (members, batch, ...)
             batch_size = inputs.shape[0]
             rows = th.randint(batch_size, (self.n_models, batch_size), device=inputs.device)
-            inputs, dynamics_target, rewards, dones = inputs[rows], dynamics_target[rows], rewards[rows], dones[rows]
+            inputs, dynamics_target, reward_target, dones = inputs[rows], dynamics_target[rows], reward_target[rows], dones[rows]
         dynamics_mean, dynamics_log_std = self.dynamics(inputs)
         reward_mean, reward_log_std = self.reward(inputs)
         dynamics_loss = gaussian_head_loss(dynamics_mean, dynamics_log_std, dynamics_target, loss)
-        reward_loss = gaussian_head_loss(reward_mean, reward_log_std, self.reward_normalizer.normalize(rewards), loss)
+        reward_loss = gaussian_head_loss(reward_mean, reward_log_std, reward_target, loss)
         if self.termination is not None:
             termination_loss = F.binary_cross_entropy_with_logits(self.termination(inputs), dones)
         else:
@@ -516,18 +535,11 @@ class WorldModel(nn.Module):
         :param loss: ``"mse"`` or ``"nll"``
         :return: Shape (n_models,)
         """
-        flat_obs = self.flattener.flatten(observations)
-        inputs = self.inputs(flat_obs, actions)
-        dynamics_target = self._dynamics_target(flat_obs, self.flattener.flatten(next_observations))
-        targets = (self.dynamics_target_normalizer.normalize(dynamics_target), self.reward_normalizer.normalize(rewards))
+        inputs, dynamics_target, reward_target = self._regression_data(observations, actions, next_observations, rewards)
         total = th.zeros(self.n_models, device=inputs.device)
-        for head, target in zip((self.dynamics, self.reward), targets):
+        for head, target in ((self.dynamics, dynamics_target), (self.reward, reward_target)):
             mean, log_std = head(inputs)
-            if loss == "mse":
-                element_loss = 0.5 * (mean - target).square()
-            else:
-                element_loss = 0.5 * ((mean - target) * th.exp(-log_std)).square() + log_std
-            total += element_loss.sum(dim=-1).reshape(self.n_models, -1).mean(dim=-1)
+            total += gaussian_head_losses(mean, log_std, target, loss, sample=False).reshape(self.n_models, -1).mean(dim=-1)
         if self.termination is not None:
             logits = self.termination(inputs).reshape(self.n_models, -1)
             total += F.binary_cross_entropy_with_logits(logits, dones.reshape(1, -1).expand_as(logits), reduction="none").mean(-1)
