@@ -64,6 +64,17 @@ def test_speed_reports_ratios_and_flops(tmp_path):
     assert "| S2VG actor-critic update, autograd (manual_gradients=False) |" in stdout and "| Pendulum-v1 | 5 |" in stdout
 
 
+def test_option_cost_compares_variants_with_the_yaml_settings_and_sac(tmp_path):
+    stdout = run_script(
+        "option_cost.py", "--env", "Pendulum-v1", "--variants", "hpi2=dict(policy_horizon=2)",
+        "ln=dict(policy_kwargs=dict(layer_norm=True))", "--steps", "5", "--rounds", "1", "--out", str(tmp_path),
+    )  # fmt: skip
+    results = json.loads((tmp_path / "Pendulum-v1.json").read_text())
+    assert set(results["rates"]) == {"sac", "paper", "hpi2", "ln"} and results["matmul_gflops"] > 0
+    assert all(len(rates) == 1 and rates[0] > 0 for rates in results["rates"].values())
+    assert "| hpi2 | `dict(policy_horizon=2)` |" in stdout and "| paper | `(none)` |" in stdout
+
+
 def test_value_bias_pendulum_copy_matches_gymnasium_and_runs(tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     try:
