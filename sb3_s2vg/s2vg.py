@@ -128,7 +128,7 @@ def _check_learning_rate(name: str, value: Any, progress_remaining: float = 1.0)
     at = ""
     if callable(value):
         value, at = value(progress_remaining), f" (its value at progress_remaining={progress_remaining:.4g})"
-    if isinstance(value, bool) or not isinstance(value, (float, int, np.floating, np.integer)) or not 0 < value < np.inf:
+    if not (_is_finite_number(value) and value > 0):
         raise ValueError(f"{name} must be a positive float or a schedule returning one, got {value!r}{at}")
 
 
@@ -385,8 +385,8 @@ class S2VG(OffPolicyAlgorithm):
         self._holdout_errors: deque[np.ndarray] = deque(maxlen=HOLDOUT_WINDOW)
         # With model_train_freq: the env step of the last fit, and the buffer position its normalisers reached
         self._last_model_fit: int | None = None
-        self._termination_warned = False  # warn once about a terminating env without a termination model
         self._model_fit_pos = 0
+        self._termination_warned = False  # warn once about a terminating env without a termination model
 
         if _init_setup_model:
             self._setup_model()
@@ -549,6 +549,12 @@ class S2VG(OffPolicyAlgorithm):
         checks += [("next observation", new_obs), ("reward", reward)]
         checks += [(f"infos[{i}]['terminal_observation']", info["terminal_observation"])
                    for i, (done, info) in enumerate(zip(dones, infos)) if done and "terminal_observation" in info]  # fmt: skip
+        for name, value in checks:
+            if value is not None and not finite(value):
+                raise ValueError(
+                    f"The environment returned a non-finite {name} at step {self.num_timesteps}; nothing was stored: "
+                    "S2VG's world model cannot learn from NaN/inf. Wrap the env in VecCheckNan to find where it comes from."
+                )
         if not self._termination_warned and not self._models_termination():
             if any(done and not info.get("TimeLimit.truncated", False) for done, info in zip(dones, infos)):
                 warnings.warn(
@@ -558,12 +564,6 @@ class S2VG(OffPolicyAlgorithm):
                     stacklevel=2,
                 )
                 self._termination_warned = True
-        for name, value in checks:
-            if value is not None and not finite(value):
-                raise ValueError(
-                    f"The environment returned a non-finite {name} at step {self.num_timesteps}; nothing was stored: "
-                    "S2VG's world model cannot learn from NaN/inf. Wrap the env in VecCheckNan to find where it comes from."
-                )
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     # ------------------------------------------------------------------ losses, one per equation of the paper
@@ -750,6 +750,17 @@ class S2VG(OffPolicyAlgorithm):
         self.world_model.optimizer.step()
         return th.stack([loss.detach() for loss in losses])
 
+    def _slots_written_since(self, position: int) -> np.ndarray:
+        """
+        :param position: A past value of the replay buffer's ``pos``
+        :return: The slots written since, oldest first, shape (n,) (at most the buffer's size; none after exactly
+            one wrap around)
+        """
+        buffer = self.replay_buffer
+        assert buffer is not None
+        n_new = min((buffer.pos - position) % buffer.buffer_size, buffer.size())
+        return np.arange(buffer.pos - n_new, buffer.pos) % buffer.buffer_size
+
     def _buffer_samples(self, indices: np.ndarray) -> ReplayBufferSamples:
         """
         The transitions in replay-buffer slots ``indices`` (with several envs, each slot is read ``n_envs`` times,
@@ -776,9 +787,8 @@ class S2VG(OffPolicyAlgorithm):
         self._last_model_fit = self.num_timesteps
         buffer = self.replay_buffer
         assert buffer is not None
-        n_new = min((buffer.pos - self._model_fit_pos) % buffer.buffer_size or buffer.size(), buffer.size())
+        new = self._buffer_samples(self._slots_written_since(self._model_fit_pos))
         self._model_fit_pos = buffer.pos
-        new = self._buffer_samples((np.arange(buffer.pos - n_new, buffer.pos)) % buffer.buffer_size)
         self.world_model.update_normalizers(new.observations, new.next_observations, new.rewards)
 
         indices = np.arange(buffer.size())
@@ -881,15 +891,11 @@ class S2VG(OffPolicyAlgorithm):
         :return: Errors of shape (n_new, 3) (next-observation MSE, normalised MSE, reward MSE), and for an ensemble
             each member's normalised MSE after them (n_new, 3 + n_models), or None
         """
-        buffer = self.replay_buffer
-        assert buffer is not None
-        n_new = (buffer.pos - self._holdout_pos) % buffer.buffer_size
-        self._holdout_pos = buffer.pos
-        if n_new == 0:
+        indices = self._slots_written_since(self._holdout_pos)[-HOLDOUT_WINDOW:]
+        self._holdout_pos = self.replay_buffer.pos  # type: ignore[union-attr]
+        if len(indices) == 0:
             return None
-        n_new = min(n_new, HOLDOUT_WINDOW, buffer.size())
-        indices = (np.arange(buffer.pos - n_new, buffer.pos)) % buffer.buffer_size
-        data = buffer._get_samples(indices, env=self._vec_normalize_env)
+        data = self._buffer_samples(indices)
         world_model = self.world_model
         errors = th.stack(world_model.prediction_errors(data.observations, data.actions, data.next_observations, data.rewards), 1)
         if world_model.n_models > 1:
