@@ -8,7 +8,7 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 import cloudpickle
 import numpy as np
@@ -18,10 +18,18 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import (
+    DictReplayBufferSamples,
+    GymEnv,
+    MaybeCallback,
+    PyTorchObs,
+    ReplayBufferSamples,
+    Schedule,
+)
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
+from sb3_s2vg.imagined_buffer import ImaginedTransitions
 from sb3_s2vg.manual_gradients import ManualActorCriticGradients
 from sb3_s2vg.model_training import MAX_HOLDOUT, ModelFit, fit_world_model, holdout_mask
 from sb3_s2vg.policies import (
@@ -168,6 +176,14 @@ class S2VG(OffPolicyAlgorithm):
     :param model_max_epochs: With ``model_train_freq``: most epochs of one fit
     :param model_patience: With ``model_train_freq``: epochs without a 1 % improvement of the held-out loss before
         a fit stops (MBPO: 5)
+    :param imagined_ratio: The fraction of each actor-critic batch drawn from imagined transitions instead of the
+        replay buffer (an option beyond the paper, which trains on real transitions only: MBPO's model buffer, DHMBPO's
+        distribution rollouts; ``sb3_s2vg.imagined_buffer``); 0 (default) is the paper
+    :param model_rollout_length: With ``imagined_ratio``: steps of each branched rollout of the policy in the world
+        model, from real states
+    :param model_rollout_freq: With ``imagined_ratio``: actor-critic updates between two rounds of rollouts
+    :param model_rollout_batch_size: With ``imagined_ratio``: real start states of each round of rollouts
+    :param imagined_buffer_size: With ``imagined_ratio``: the most recent imagined transitions kept
     :param policy_horizon: H_π, the model steps the policy gradient passes through (``_actor_loss``); ``1`` is the
         paper's eq. 10-11, ``H_π > 1`` the multi-step value gradient of SVG(H) / DHMBPO (an option, not the paper's)
     :param min_q_subset: M, the number of Q networks the minimum of eq. 8's target is taken over, a random subset drawn
@@ -256,6 +272,11 @@ class S2VG(OffPolicyAlgorithm):
         model_holdout_ratio: float = 0.2,
         model_max_epochs: int = 100,
         model_patience: int = 5,
+        imagined_ratio: float = 0.0,
+        model_rollout_length: int = 5,
+        model_rollout_freq: int = 20,
+        model_rollout_batch_size: int = 256,
+        imagined_buffer_size: int = 51_200,
         horizon: int = 1,
         policy_horizon: int = 1,
         min_q_subset: int | None = None,
@@ -297,6 +318,10 @@ class S2VG(OffPolicyAlgorithm):
             ("target_update_interval", target_update_interval),
             ("model_max_epochs", model_max_epochs),
             ("model_patience", model_patience),
+            ("model_rollout_length", model_rollout_length),
+            ("model_rollout_freq", model_rollout_freq),
+            ("model_rollout_batch_size", model_rollout_batch_size),
+            ("imagined_buffer_size", imagined_buffer_size),
         ]:
             _check_positive_int(name, value)
         for name, rate in [
@@ -307,6 +332,8 @@ class S2VG(OffPolicyAlgorithm):
             _check_learning_rate(name, rate)
         if model_train_freq is not None:
             _check_positive_int("model_train_freq", model_train_freq)
+        if not 0.0 <= imagined_ratio <= 1.0:
+            raise ValueError(f"imagined_ratio must be in [0, 1] (0: real transitions only), got {imagined_ratio!r}")
         if not 0.0 < model_holdout_ratio < 1.0:
             raise ValueError(f"model_holdout_ratio must be in (0, 1), got {model_holdout_ratio!r}")
         if not 0.0 < tau <= 1.0:
@@ -361,6 +388,13 @@ class S2VG(OffPolicyAlgorithm):
         self.model_holdout_ratio = model_holdout_ratio
         self.model_max_epochs = model_max_epochs
         self.model_patience = model_patience
+        self.imagined_ratio = imagined_ratio
+        self.model_rollout_length = model_rollout_length
+        self.model_rollout_freq = model_rollout_freq
+        self.model_rollout_batch_size = model_rollout_batch_size
+        self.imagined_buffer_size = imagined_buffer_size
+        # With imagined_ratio: the imagined transitions (saved with the model, restored by load before _setup_model)
+        self._imagined: ImaginedTransitions | None = None
         self.horizon = horizon
         self.policy_horizon = policy_horizon
         self.min_q_subset = min_q_subset
@@ -425,6 +459,10 @@ class S2VG(OffPolicyAlgorithm):
                 )
         self.value_lr_schedule = FloatSchedule(self.value_learning_rate)
         self.model_lr_schedule = FloatSchedule(self.model_learning_rate)
+        if self.imagined_ratio > 0 and self._imagined is None:
+            self._imagined = ImaginedTransitions(
+                self.imagined_buffer_size, self.world_model.obs_dim, self.world_model.action_dim, self.device
+            )
 
         if self.target_entropy == "auto":
             assert isinstance(self.action_space, spaces.Box)
@@ -761,6 +799,55 @@ class S2VG(OffPolicyAlgorithm):
         n_new = min((buffer.pos - position) % buffer.buffer_size, buffer.size())
         return np.arange(buffer.pos - n_new, buffer.pos) % buffer.buffer_size
 
+    def _model_rollouts(self, imagined: ImaginedTransitions) -> None:
+        """
+        MBPO's branched rollouts (DHMBPO's distribution rollouts): ``model_rollout_length`` steps of the current policy
+        in the world model from ``model_rollout_batch_size`` real states, without gradient; every imagined transition
+        goes into ``imagined``, and a rollout stops after a predicted termination (probability ≥ ½).
+        """
+        start = self.replay_buffer.sample(self.model_rollout_batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+        flatten, unflatten = self.world_model.flattener.flatten, self.world_model.flattener.unflatten
+        flat_obs = flatten(start.observations)
+        with th.no_grad():
+            for _ in range(self.model_rollout_length):
+                actions, _ = self._sample_actions(unflatten(flat_obs))
+                prediction = self.world_model(unflatten(flat_obs), actions)
+                dones = prediction.dones if prediction.dones is not None else th.zeros_like(prediction.rewards)
+                flat_next_obs = flatten(prediction.next_observations)
+                imagined.add(flat_obs, actions, prediction.rewards, flat_next_obs, dones)
+                alive = dones.squeeze(-1) < 0.5
+                if not bool(alive.any()):
+                    break
+                flat_obs = flat_next_obs[alive]
+
+    def _actor_critic_batch(self, batch_size: int) -> ReplayBufferSamples:
+        """
+        The transitions of one actor-critic update: real ones from the replay buffer, or with ``imagined_ratio`` a
+        fraction of imagined ones in their place (after a round of ``_model_rollouts`` every ``model_rollout_freq``
+        updates).
+
+        :param batch_size: Transitions in all
+        """
+        buffer = self.replay_buffer
+        assert buffer is not None
+        if self._imagined is None:
+            return buffer.sample(batch_size, env=self._vec_normalize_env)
+        if self._n_actor_critic_updates % self.model_rollout_freq == 0 or self._imagined.size == 0:
+            self._model_rollouts(self._imagined)
+        n_imagined = round(batch_size * self.imagined_ratio)
+        obs, actions, rewards, next_obs, dones = self._imagined.sample(n_imagined)
+        unflatten = self.world_model.flattener.unflatten
+        if n_imagined == batch_size:
+            return _samples(unflatten(obs), actions, unflatten(next_obs), dones, rewards)
+        real = buffer.sample(batch_size - n_imagined, env=self._vec_normalize_env)
+        return _samples(
+            _cat_obs([real.observations, unflatten(obs)]),
+            th.cat([real.actions, actions]),
+            _cat_obs([real.next_observations, unflatten(next_obs)]),
+            th.cat([real.dones, dones]),
+            th.cat([real.rewards, rewards]),
+        )
+
     def _buffer_samples(self, indices: np.ndarray) -> ReplayBufferSamples:
         """
         The transitions in replay-buffer slots ``indices`` (with several envs, each slot is read ``n_envs`` times,
@@ -928,7 +1015,7 @@ class S2VG(OffPolicyAlgorithm):
             for _ in range(self.model_gradient_steps if self.model_train_freq is None else 0):
                 model_losses.append(self._train_world_model())
             for _ in range(self.actor_critic_updates):
-                data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+                data = self._actor_critic_batch(batch_size)
                 losses = self._actor_critic_update(data)
                 ac_losses.append(th.stack([losses.critic, losses.value, losses.actor]))
                 if losses.ent_coef is not None:
@@ -982,6 +1069,8 @@ class S2VG(OffPolicyAlgorithm):
             if name == "termination_loss" and not self.learn_termination:
                 continue
             self.logger.record(f"train/{name}", float(value))
+        if self._imagined is not None:
+            self.logger.record("train/imagined_transitions", self._imagined.size)
         if fit is not None:
             self.logger.record("train/model_fit_epochs", fit.epochs)
             self.logger.record("train/model_fit_updates", fit.updates)
@@ -1185,6 +1274,15 @@ def alive_weights(dones: th.Tensor) -> th.Tensor:
     """
     alive = th.cumprod(1.0 - dones, dim=0)
     return th.cat([th.ones_like(alive[:1]), alive[:-1]], dim=0)
+
+
+def _samples(
+    observations: PyTorchObs, actions: th.Tensor, next_observations: PyTorchObs, dones: th.Tensor, rewards: th.Tensor
+) -> ReplayBufferSamples:
+    """SB3's batch of transitions: ``ReplayBufferSamples``, or ``DictReplayBufferSamples`` for dict observations."""
+    if isinstance(observations, dict):
+        return cast(ReplayBufferSamples, DictReplayBufferSamples(observations, actions, next_observations, dones, rewards))  # type: ignore[arg-type]
+    return ReplayBufferSamples(observations, actions, cast(th.Tensor, next_observations), dones, rewards)
 
 
 def _cat_obs(observations: list[PyTorchObs]) -> PyTorchObs:
