@@ -8,7 +8,7 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, NamedTuple, TypeVar, cast
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import cloudpickle
 import numpy as np
@@ -19,7 +19,6 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import (
-    DictReplayBufferSamples,
     GymEnv,
     MaybeCallback,
     PyTorchObs,
@@ -29,7 +28,7 @@ from stable_baselines3.common.type_aliases import (
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac.policies import Actor
 
-from sb3_s2vg.imagined_buffer import ImaginedTransitions
+from sb3_s2vg.imagined_buffer import ImaginedTransitions, cat_observations, cat_samples, select_observations
 from sb3_s2vg.manual_gradients import ManualActorCriticGradients
 from sb3_s2vg.model_training import MAX_HOLDOUT, ModelFit, fit_world_model, holdout_mask
 from sb3_s2vg.policies import (
@@ -461,7 +460,7 @@ class S2VG(OffPolicyAlgorithm):
         self.model_lr_schedule = FloatSchedule(self.model_learning_rate)
         if self.imagined_ratio > 0 and self._imagined is None:
             self._imagined = ImaginedTransitions(
-                self.imagined_buffer_size, self.world_model.obs_dim, self.world_model.action_dim, self.device
+                self.imagined_buffer_size, self.world_model.flattener, self.world_model.action_dim, self.device
             )
 
         if self.target_entropy == "auto":
@@ -665,7 +664,7 @@ class S2VG(OffPolicyAlgorithm):
         with th.no_grad():
             targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self.value_target(final_obs), self.gamma)
             weights = alive_weights(th.stack(dones)).flatten(0, 1)
-        return CriticRegression(_cat_obs(observations), th.cat(actions), targets.flatten(0, 1), weights)
+        return CriticRegression(cat_observations(observations), th.cat(actions), targets.flatten(0, 1), weights)
 
     def _critic_loss(self, data: ReplayBufferSamples) -> th.Tensor:
         """
@@ -806,19 +805,17 @@ class S2VG(OffPolicyAlgorithm):
         goes into ``imagined``, and a rollout stops after a predicted termination (probability ≥ ½).
         """
         start = self.replay_buffer.sample(self.model_rollout_batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-        flatten, unflatten = self.world_model.flattener.flatten, self.world_model.flattener.unflatten
-        flat_obs = flatten(start.observations)
+        obs = start.observations
         with th.no_grad():
             for _ in range(self.model_rollout_length):
-                actions, _ = self._sample_actions(unflatten(flat_obs))
-                prediction = self.world_model(unflatten(flat_obs), actions)
+                actions, _ = self._sample_actions(obs)
+                prediction = self.world_model(obs, actions)
                 dones = prediction.dones if prediction.dones is not None else th.zeros_like(prediction.rewards)
-                flat_next_obs = flatten(prediction.next_observations)
-                imagined.add(flat_obs, actions, prediction.rewards, flat_next_obs, dones)
+                imagined.add(obs, actions, prediction.rewards, prediction.next_observations, dones)
                 alive = dones.squeeze(-1) < 0.5
                 if not bool(alive.any()):
                     break
-                flat_obs = flat_next_obs[alive]
+                obs = select_observations(prediction.next_observations, alive)
 
     def _actor_critic_batch(self, batch_size: int) -> ReplayBufferSamples:
         """
@@ -835,18 +832,10 @@ class S2VG(OffPolicyAlgorithm):
         if self._n_actor_critic_updates % self.model_rollout_freq == 0 or self._imagined.size == 0:
             self._model_rollouts(self._imagined)
         n_imagined = round(batch_size * self.imagined_ratio)
-        obs, actions, rewards, next_obs, dones = self._imagined.sample(n_imagined)
-        unflatten = self.world_model.flattener.unflatten
+        imagined = self._imagined.sample(n_imagined)
         if n_imagined == batch_size:
-            return _samples(unflatten(obs), actions, unflatten(next_obs), dones, rewards)
-        real = buffer.sample(batch_size - n_imagined, env=self._vec_normalize_env)
-        return _samples(
-            _cat_obs([real.observations, unflatten(obs)]),
-            th.cat([real.actions, actions]),
-            _cat_obs([real.next_observations, unflatten(next_obs)]),
-            th.cat([real.dones, dones]),
-            th.cat([real.rewards, rewards]),
-        )
+            return imagined
+        return cat_samples(buffer.sample(batch_size - n_imagined, env=self._vec_normalize_env), imagined)
 
     def _buffer_samples(self, indices: np.ndarray) -> ReplayBufferSamples:
         """
@@ -1274,19 +1263,3 @@ def alive_weights(dones: th.Tensor) -> th.Tensor:
     """
     alive = th.cumprod(1.0 - dones, dim=0)
     return th.cat([th.ones_like(alive[:1]), alive[:-1]], dim=0)
-
-
-def _samples(
-    observations: PyTorchObs, actions: th.Tensor, next_observations: PyTorchObs, dones: th.Tensor, rewards: th.Tensor
-) -> ReplayBufferSamples:
-    """SB3's batch of transitions: ``ReplayBufferSamples``, or ``DictReplayBufferSamples`` for dict observations."""
-    if isinstance(observations, dict):
-        return cast(ReplayBufferSamples, DictReplayBufferSamples(observations, actions, next_observations, dones, rewards))  # type: ignore[arg-type]
-    return ReplayBufferSamples(observations, actions, cast(th.Tensor, next_observations), dones, rewards)
-
-
-def _cat_obs(observations: list[PyTorchObs]) -> PyTorchObs:
-    """Concatenate a list of observation batches (tensors or dicts of tensors) along the batch dimension."""
-    if isinstance(observations[0], dict):
-        return {key: th.cat([obs[key] for obs in observations]) for key in observations[0]}  # type: ignore[index]
-    return th.cat(observations)  # type: ignore[arg-type]

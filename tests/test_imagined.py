@@ -4,22 +4,31 @@ Dict observations, save/load, and bad arguments refused."""
 
 import pytest
 import torch as th
+from gymnasium import spaces
 from test_sb3_integration import _DictEnv
 
 from sb3_s2vg import S2VG
 from sb3_s2vg.imagined_buffer import ImaginedTransitions
+from sb3_s2vg.world_model import ObservationFlattener
 
 SMALL = dict(net_arch=[16])
 
 
 def test_ring_buffer_keeps_the_last_transitions():
-    buffer = ImaginedTransitions(5, obs_dim=2, action_dim=1)
+    buffer = ImaginedTransitions(5, ObservationFlattener(spaces.Box(-1, 1, (2,))), action_dim=1)
     for start in (0, 3):
         rows = th.arange(start, start + 3, dtype=th.float32).reshape(-1, 1)
         buffer.add(rows.expand(3, 2), rows, rows, rows.expand(3, 2), th.zeros(3, 1))
     assert buffer.size == 5 and buffer.pos == 1
     assert sorted(buffer.actions.squeeze(-1).tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0]  # 0 was overwritten
-    obs, actions, rewards, next_obs, dones = buffer.sample(50)
+    batch = buffer.sample(50)
+    obs, actions, next_obs, dones, rewards = (
+        batch.observations,
+        batch.actions,
+        batch.next_observations,
+        batch.dones,
+        batch.rewards,
+    )
     assert obs.shape == next_obs.shape == (50, 2) and rewards.shape == dones.shape == (50, 1)
     assert set(actions.squeeze(-1).tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
     assert th.equal(obs[:, 0], rewards.squeeze(-1)) and th.equal(next_obs, obs)  # rows stay together
