@@ -203,13 +203,26 @@ def first_crossing(data: np.ndarray, threshold: float, column: str) -> float:
     return float(data[column][above[0]]) if len(above) else float("nan")
 
 
-def summarize(env_id: str, env_dir: Path, threshold: float | None, report_steps: list[int], tags: list[str] | None = None) -> str:
+def summarize(
+    env_id: str,
+    env_dir: Path,
+    threshold: float | None,
+    report_steps: list[int],
+    tags: list[str] | None = None,
+    until: int | None = None,
+    name: str | None = None,
+) -> str:
     """
     Aggregate the runs under ``env_dir`` into a markdown table, a JSON file and two PNG plots
     (``summary[_tags].md``, ``summary[_tags].json``, ``curves_steps[_tags].png``, ``curves_seconds[_tags].png``).
+
+    :param until: Only the evaluations up to this env step (runs that went further are cut there)
+    :param name: The files' suffix instead of the tags (``summary_<name>.md``, ...)
     """
     runs = load_runs(env_dir, tags)
-    suffix = "_" + "_".join(tags) if tags else ""
+    if until is not None:
+        runs = {algo: [run[run["step"] <= until] for run in seed_runs] for algo, seed_runs in runs.items()}
+    suffix = "_" + name if name else ("_" + "_".join(tags) if tags else "")
     summary: dict[str, Any] = {"env": env_id, "threshold": threshold, "algos": {}}
     header = ["algo", "seeds"] + [f"return @{s}" for s in report_steps]
     if threshold is not None:
@@ -311,6 +324,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="Continue each run from its last checkpoint, if any")
     parser.add_argument("--tag", default="", help="Name variant runs (e.g. ablations): files <algo>-<tag>_seed<k>.csv")
     parser.add_argument("--include-tags", nargs="*", default=None, help="Tagged runs to include in the summary")
+    parser.add_argument("--until", type=int, default=None, help="Summarise the evaluations up to this env step only")
+    parser.add_argument("--summary-name", default=None, help="Suffix of the summary files instead of the tags")
     args = parser.parse_args()
 
     env_dir = Path(args.out) / args.env
@@ -344,7 +359,7 @@ def main() -> None:
             for future in futures:
                 future.result()
     tags = args.include_tags if args.include_tags is not None else ([args.tag] if args.tag else None)
-    print(summarize(args.env, env_dir, args.threshold, args.report_steps, tags))
+    print(summarize(args.env, env_dir, args.threshold, args.report_steps, tags, args.until, args.summary_name))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,16 @@ def test_compare_writes_curves_summary_and_figures(tmp_path):
     run_script("figures.py", "--results", str(out))
     assert (out / "figure1.png").stat().st_size > 0 and (out / "figure2a.png").stat().st_size > 0
 
+    # a summary cut at an earlier step, under its own name
+    stdout = run_script(
+        "compare.py", "--env", "Pendulum-v1", "--summary-only", "--until", "150", "--summary-name", "early",
+        "--report-steps", "150", "300", "--out", str(out),
+    )  # fmt: skip
+    early = json.loads((env_dir / "summary_early.json").read_text())
+    assert early["algos"]["s2vg"]["return@150"] == summary["algos"]["s2vg"]["return@150"]
+    assert early["algos"]["s2vg"]["return@300"] == [] and "| S2VG | 1 |" in stdout
+    assert (env_dir / "curves_steps_early.png").stat().st_size > 0
+
 
 def test_speed_reports_ratios_and_flops(tmp_path):
     stdout = run_script(
