@@ -24,6 +24,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
+from sb3_s2vg.imagined_buffer import select_observations
 from sb3_s2vg.world_model import WorldModel
 
 #: At most this many held-out transitions score each epoch (MBPO)
@@ -68,12 +69,7 @@ def holdout_mask(indices: np.ndarray, ratio: float) -> np.ndarray:
 def _rows(data: ReplayBufferSamples, rows: th.Tensor) -> ReplayBufferSamples:
     """The transitions ``rows`` of ``data`` (observations may be dicts of tensors; optional fields None)."""
 
-    def take(x):  # type: ignore[no-untyped-def]
-        if x is None:
-            return None
-        return {key: value[rows] for key, value in x.items()} if isinstance(x, dict) else x[rows]
-
-    return ReplayBufferSamples(*(take(field) for field in data))
+    return ReplayBufferSamples(*(None if field is None else select_observations(field, rows) for field in data))  # type: ignore[arg-type]
 
 
 def fit_world_model(
