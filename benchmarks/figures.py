@@ -5,6 +5,11 @@ The paper's figures from the CSV files that ``compare.py`` writes (no training h
   deterministic evaluation return against env steps, one panel per environment (the paper's Figure 1);
 - ``figure2a.png``: S2VG on Pendulum-v1 with value-expansion horizons H = 1, 2, 5 (runs tagged ``h2``, ``h5``;
   the untagged S2VG runs are H = 1), the paper's Figure 2a. Figure 2c comes from ``value_bias.py``.
+- ``frontier_steps.png``, ``frontier_seconds.png`` and ``frontier.md``: S2VG with the configuration ``s2vg.yml``
+  gives each task (``FRONTIER_S2VG``) beside CrossQ and SAC on HalfCheetah-v5, Hopper-v5 and Walker2d-v5, mean ± std
+  over the seeds that reached each evaluation, against env steps and against training seconds; the table gives the
+  return at 25k / 50k / 100k steps with the number of seeds behind each mean, seconds per 100k steps, env steps/s,
+  and the target and the published frontier (DHMBPO, v4) for each task.
 
     python benchmarks/figures.py                     # reads and writes benchmarks/results/
 
@@ -20,6 +25,15 @@ from compare import label, load_runs, plot_mean_std
 FIGURE1_ENVS = ["Pendulum-v1", "InvertedPendulum-v5", "HalfCheetah-v5", "Hopper-v5"]
 FIGURE1_RUNS = ["s2vg", "sac", "sac_m"]
 FIGURE2A_RUNS = {"s2vg": "H = 1", "s2vg-h2": "H = 2", "s2vg-h5": "H = 5"}
+FRONTIER_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
+# S2VG's run on each task: the configuration s2vg.yml gives it. Runs keep the tag they were started under (a
+# checkpoint is tied to it): HalfCheetah keeps the paper's Table 2 (untagged runs), Hopper is the img08-ens5 preset.
+FRONTIER_S2VG = {"HalfCheetah-v5": "s2vg", "Hopper-v5": "s2vg-img08-ens5", "Walker2d-v5": "s2vg"}
+FRONTIER_BASELINES = ("crossq", "sac")
+FRONTIER_STEPS = (25_000, 50_000, 100_000)
+# the targets of the frontier issue and DHMBPO's published mean at 100k (v4, ../shared/reference/anchors.md)
+FRONTIER_TARGETS = {"HalfCheetah-v5": 8000, "Hopper-v5": 3000, "Walker2d-v5": 4000}
+DHMBPO_100K = {"HalfCheetah-v5": 9878, "Hopper-v5": 3399, "Walker2d-v5": 6457}
 
 
 def plot_runs(ax, runs: dict[str, list[np.ndarray]], names: dict[str, str]) -> None:
@@ -75,6 +89,84 @@ def figure2a(results: Path) -> Path:
     return path
 
 
+def returns_at(seed_runs: list[np.ndarray], step: int) -> list[float]:
+    """The evaluation return at ``step`` of each seed that got there."""
+    return [float(run["return_mean"][run["step"] == step][0]) for run in seed_runs if np.any(run["step"] == step)]
+
+
+def plot_partial_seeds(ax, seed_runs: list[np.ndarray], x_column: str, legend: str, color: str, until: int) -> None:
+    """
+    Mean ± std of the evaluation return over the seeds that reached each evaluation step (runs still under way
+    count where they have data), against ``x_column`` averaged over the same seeds.
+
+    :param seed_runs: One structured array (step, train_seconds, return_mean, ...) per seed
+    :param x_column: ``"step"`` or ``"train_seconds"``
+    :param color: The run's colour, the same in every panel
+    :param until: The last env step drawn
+    """
+    steps = sorted({int(step) for run in seed_runs for step in run["step"] if step <= until})
+    x, mean, std = [], [], []
+    for step in steps:
+        rows = [run[run["step"] == step][0] for run in seed_runs if np.any(run["step"] == step)]
+        x.append(np.mean([row[x_column] for row in rows]))
+        mean.append(np.mean([row["return_mean"] for row in rows]))
+        std.append(np.std([row["return_mean"] for row in rows]))
+    finished = sum(run["step"][-1] >= until for run in seed_runs)
+    seeds = f"{len(seed_runs)} seed{'s' if len(seed_runs) > 1 else ''}, {finished} at {until // 1000}k"
+    ax.plot(x, mean, color=color, label=f"{legend} ({seeds})")
+    ax.fill_between(x, np.subtract(mean, std), np.add(mean, std), color=color, alpha=0.2)
+
+
+def frontier(results: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    header = ["task", "run", "seeds"] + [f"return @{s // 1000}k (seeds)" for s in FRONTIER_STEPS]
+    header += ["train seconds / 100k", "env steps/s", "target", "DHMBPO @100k (v4)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    figures = {column: plt.subplots(1, len(FRONTIER_ENVS), figsize=(15, 4.2)) for column in ("step", "train_seconds")}
+    for index, env_id in enumerate(FRONTIER_ENVS):
+        runs = load_runs(results / env_id, tags=[FRONTIER_S2VG[env_id].partition("-")[2]]) if (results / env_id).is_dir() else {}
+        for color, name in zip(("C0", "C1", "C2"), (FRONTIER_S2VG[env_id], *FRONTIER_BASELINES)):
+            if name not in runs:
+                lines.append(f"| {env_id} | {label(name)} | 0 | " + " | ".join(["–"] * (len(header) - 3)) + " |")
+                continue
+            seed_runs = runs[name]
+            cells = [env_id, label(name), str(len(seed_runs))]
+            for step in FRONTIER_STEPS:
+                values = returns_at(seed_runs, step)
+                cells.append(f"{np.mean(values):,.0f} ± {np.std(values):,.0f} ({len(values)})" if values else "–")
+            done = [run for run in seed_runs if np.any(run["step"] == FRONTIER_STEPS[-1])]
+            seconds = [float(run["train_seconds"][run["step"] == FRONTIER_STEPS[-1]][0]) for run in done]
+            cells.append(f"{np.mean(seconds):,.0f}" if seconds else "–")
+            cells.append(f"{np.mean([run['step'][-1] / run['train_seconds'][-1] for run in seed_runs]):.1f}")
+            is_s2vg = name == FRONTIER_S2VG[env_id]
+            cells += [f"{FRONTIER_TARGETS[env_id]:,}", f"{DHMBPO_100K[env_id]:,}"] if is_s2vg else ["", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+            for column, (_, axes) in figures.items():
+                plot_partial_seeds(axes[index], seed_runs, column, label(name), color, FRONTIER_STEPS[-1])
+        for column, (_, axes) in figures.items():
+            ax = axes[index]
+            ax.axhline(DHMBPO_100K[env_id], color="gray", linestyle=":", linewidth=1, label="DHMBPO @100k (v4, published)")
+            ax.set_title(env_id)
+            ax.set_xlabel("environment steps" if column == "step" else "training seconds (wall clock)")
+            ax.set_ylabel("deterministic evaluation return")
+            ax.legend(fontsize=7)
+    paths = []
+    for column, (fig, _) in figures.items():
+        fig.tight_layout()
+        paths.append(results / f"frontier_{'steps' if column == 'step' else 'seconds'}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    note = (
+        "Mean ± std over the seeds that reached each step (their number in brackets). Training seconds exclude "
+        "evaluation; runs of different invocations may come from different hosts, so compare seconds only within "
+        "one invocation (benchmarks/README.md).\n"
+    )
+    paths.append(results / "frontier.md")
+    paths[-1].write_text("## S2VG, CrossQ and SAC at 100k steps\n\n" + "\n".join(lines) + "\n\n" + note)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="benchmarks/results")
@@ -82,7 +174,7 @@ def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    for path in (figure1(Path(args.results)), figure2a(Path(args.results))):
+    for path in (figure1(Path(args.results)), figure2a(Path(args.results)), *frontier(Path(args.results))):
         print(f"wrote {path}")
 
 

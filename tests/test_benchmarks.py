@@ -47,6 +47,8 @@ def test_compare_writes_curves_summary_and_figures(tmp_path):
 
     run_script("figures.py", "--results", str(out))
     assert (out / "figure1.png").stat().st_size > 0 and (out / "figure2a.png").stat().st_size > 0
+    # no MuJoCo runs here: the frontier table says so on every row
+    assert "| Hopper-v5 | S2VG [img08-ens5] | 0 | – |" in (out / "frontier.md").read_text()
 
     # a summary cut at an earlier step, under its own name
     stdout = run_script(
@@ -57,6 +59,27 @@ def test_compare_writes_curves_summary_and_figures(tmp_path):
     assert early["algos"]["s2vg"]["return@150"] == summary["algos"]["s2vg"]["return@150"]
     assert early["algos"]["s2vg"]["return@300"] == [] and "| S2VG | 1 |" in stdout
     assert (env_dir / "curves_steps_early.png").stat().st_size > 0
+
+
+def test_frontier_table_counts_the_seeds_behind_each_mean(tmp_path):
+    """Runs still under way count where they have data: the 100k mean is over the seeds that got there."""
+    env_dir = tmp_path / "Hopper-v5"
+    env_dir.mkdir()
+    header = "step,train_seconds,return_mean,return_std,cpu_seconds\n"
+    (env_dir / "s2vg-img08-ens5_seed0.csv").write_text(
+        header + "".join(f"{step},{step / 10},{step / 50},0,{step / 10}\n" for step in range(25_000, 100_001, 25_000))
+    )
+    (env_dir / "s2vg-img08-ens5_seed1.csv").write_text(
+        header + "".join(f"{step},{step / 5},{step / 25},0,{step / 5}\n" for step in (25_000, 50_000))
+    )
+    (env_dir / "s2vg_seed0.csv").write_text(header + "25000,1,5,0,1\n")  # the Table 2 run is not Hopper's pick
+    run_script("figures.py", "--results", str(tmp_path))
+    table = (tmp_path / "frontier.md").read_text()
+    # 25k: 500 and 1,000; 50k: 1,000 and 2,000; 100k: seed 0 only (2,000 after 10,000 training seconds)
+    row = "| Hopper-v5 | S2VG [img08-ens5] | 2 | 750 ± 250 (2) | 1,500 ± 500 (2) | 2,000 ± 0 (1) | 10,000 | 7.5 | 3,000 | 3,399 |"
+    assert row in table
+    assert "| Hopper-v5 | SAC (defaults) | 0 |" in table and "| Walker2d-v5 | S2VG | 0 |" in table
+    assert (tmp_path / "frontier_steps.png").stat().st_size > 0 and (tmp_path / "frontier_seconds.png").stat().st_size > 0
 
 
 def test_speed_reports_ratios_and_flops(tmp_path):
