@@ -9,7 +9,9 @@ The paper's figures from the CSV files that ``compare.py`` writes (no training h
   gives each task (``FRONTIER_S2VG``) beside CrossQ and SAC on HalfCheetah-v5, Hopper-v5 and Walker2d-v5, mean ± std
   over the seeds that reached each evaluation, against env steps and against training seconds; the table gives the
   return at 25k / 50k / 100k steps with the number of seeds behind each mean, seconds per 100k steps, env steps/s,
-  and the target and the published frontier (DHMBPO, v4) for each task.
+  and the target and the published frontier (DHMBPO, v4) for each task. Below it, per seed, how long S2VG takes
+  to reach SAC's return at 100k and 200k steps (SAC's seed of the same number, run in the same invocation or beside
+  it on the same host) against SAC's own time to those steps.
 
     python benchmarks/figures.py                     # reads and writes benchmarks/results/
 
@@ -34,6 +36,15 @@ FRONTIER_STEPS = (25_000, 50_000, 100_000)
 # the targets of the frontier issue and DHMBPO's published mean at 100k (v4, ../shared/reference/anchors.md)
 FRONTIER_TARGETS = {"HalfCheetah-v5": 8000, "Hopper-v5": 3000, "Walker2d-v5": 4000}
 DHMBPO_100K = {"HalfCheetah-v5": 9878, "Hopper-v5": 3399, "Walker2d-v5": 6457}
+# where the S2VG and SAC runs of one seed ran (their training seconds compare only on one host): the git history of
+# the CSV files and benchmarks/README.md
+CLOCK_NOTES = {
+    ("HalfCheetah-v5", 0): "one invocation to 100k, resumed across sittings of one day; SAC 90k–200k in a later one",
+    ("HalfCheetah-v5", 1): "one invocation to 100k, resumed across sittings of one day; SAC 90k–200k in a later one",
+    ("Hopper-v5", 0): "different sessions a week apart (hosts may differ): orientation only",
+    ("Hopper-v5", 1): "different sessions a week apart (hosts may differ): orientation only",
+    ("Hopper-v5", 2): "side by side on one host (dense fp32 matmul 85 GFLOP/s), one core each",
+}
 
 
 def plot_runs(ax, runs: dict[str, list[np.ndarray]], names: dict[str, str]) -> None:
@@ -117,6 +128,51 @@ def plot_partial_seeds(ax, seed_runs: list[np.ndarray], x_column: str, legend: s
     ax.fill_between(x, np.subtract(mean, std), np.add(mean, std), color=color, alpha=0.2)
 
 
+def seed_csvs(env_dir: Path, name: str) -> dict[int, np.ndarray]:
+    """The runs of ``name`` (``algo`` or ``algo-tag``) in ``env_dir`` by seed."""
+    runs = {}
+    for path in env_dir.glob(f"{name}_seed*.csv"):
+        seed = path.stem.rsplit("_seed", 1)[1]
+        if seed.isdigit():
+            runs[int(seed)] = np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True))
+    return dict(sorted(runs.items()))
+
+
+def first_reach(run: np.ndarray, threshold: float) -> tuple[int, float] | None:
+    """(env step, training seconds) of the first evaluation of ``run`` whose return is at least ``threshold``."""
+    hits = np.flatnonzero(run["return_mean"] >= threshold)
+    return (int(run["step"][hits[0]]), float(run["train_seconds"][hits[0]])) if hits.size else None
+
+
+def time_to_sac_return(results: Path, sac_steps: tuple[int, ...] = (100_000, 200_000)) -> list[str]:
+    """
+    Markdown rows: for each task and each seed that S2VG (``FRONTIER_S2VG``) and SAC both ran, SAC's return and
+    training seconds at each of ``sac_steps``, and the env step and training seconds at which S2VG's evaluation
+    first reached that return, with the ratio of the seconds (S2VG / SAC; below 1: S2VG is faster to it).
+    """
+    lines = []
+    for env_id in FRONTIER_ENVS:
+        s2vg, sac = seed_csvs(results / env_id, FRONTIER_S2VG[env_id]), seed_csvs(results / env_id, "sac")
+        for seed in sorted(set(s2vg) & set(sac)):
+            cells = [env_id, str(seed)]
+            for step in sac_steps:
+                at = sac[seed][sac[seed]["step"] == step]
+                if not at.size:
+                    cells += ["–", "–"]
+                    continue
+                target, seconds = float(at["return_mean"][0]), float(at["train_seconds"][0])
+                cells.append(f"{target:,.0f} in {seconds:,.0f} s")
+                reached = first_reach(s2vg[seed], target)
+                if reached is None:
+                    last = s2vg[seed][-1]
+                    cells.append(f"not reached by {int(last['step']) // 1000}k ({last['train_seconds']:,.0f} s)")
+                else:
+                    cells.append(f"{reached[0] // 1000}k steps, {reached[1]:,.0f} s ({reached[1] / seconds:.2f}×)")
+            cells.append(CLOCK_NOTES.get((env_id, seed), ""))
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def frontier(results: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
@@ -162,8 +218,20 @@ def frontier(results: Path) -> list[Path]:
         "evaluation; runs of different invocations may come from different hosts, so compare seconds only within "
         "one invocation (benchmarks/README.md).\n"
     )
+    clock = [
+        "## Wall-clock: S2VG to SAC's return at 100k and 200k steps",
+        "",
+        "| task | seed | SAC @100k | S2VG reaches it at | SAC @200k | S2VG reaches it at | where they ran |",
+        "|---|---|---|---|---|---|---|",
+        *time_to_sac_return(results),
+        "",
+        "Per seed: SAC's evaluation return at 100k (200k) steps and its training seconds to get there, against the first "
+        "evaluation (every 5k steps) at which S2VG's return was at least as high, with the ratio of training seconds "
+        "(S2VG / SAC); the last column says whether the two ran on one host.",
+    ]
     paths.append(results / "frontier.md")
-    paths[-1].write_text("## S2VG, CrossQ and SAC at 100k steps\n\n" + "\n".join(lines) + "\n\n" + note)
+    text = "## S2VG, CrossQ and SAC at 100k steps\n\n" + "\n".join(lines) + "\n\n" + note + "\n" + "\n".join(clock) + "\n"
+    paths[-1].write_text(text)
     return paths
 
 

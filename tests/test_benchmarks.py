@@ -82,6 +82,28 @@ def test_frontier_table_counts_the_seeds_behind_each_mean(tmp_path):
     assert (tmp_path / "frontier_steps.png").stat().st_size > 0 and (tmp_path / "frontier_seconds.png").stat().st_size > 0
 
 
+def test_wall_clock_to_sac_return_pairs_each_seed(tmp_path):
+    """S2VG's first evaluation at or above SAC's 100k / 200k return, per seed, with the ratio of training seconds."""
+    env_dir = tmp_path / "Hopper-v5"
+    env_dir.mkdir()
+    header = "step,train_seconds,return_mean,return_std,cpu_seconds\n"
+    # S2VG: return step / 20 after step / 10 seconds; SAC: return step / 100 after step / 100 seconds, to 200k on seed 0
+    (env_dir / "s2vg-img08-ens5_seed0.csv").write_text(
+        header + "".join(f"{step},{step / 10},{step / 20},0,0\n" for step in range(5_000, 50_001, 5_000))
+    )
+    (env_dir / "sac_seed0.csv").write_text(header + "".join(f"{s},{s / 100},{s / 100},0,0\n" for s in (100_000, 200_000)))
+    (env_dir / "sac_seed1.csv").write_text(header + "100000,1000,1000,0,0\n")  # no S2VG seed 1: no row
+    run_script("figures.py", "--results", str(tmp_path))
+    table = (tmp_path / "frontier.md").read_text()
+    # SAC 1,000 at 100k in 1,000 s: S2VG reaches it at 20k after 2,000 s; SAC's 2,000 at 200k: at 40k after 4,000 s
+    row = "| Hopper-v5 | 0 | 1,000 in 1,000 s | 20k steps, 2,000 s (2.00×) | 2,000 in 2,000 s | 40k steps, 4,000 s (2.00×) |"
+    assert row in table
+    assert "| Hopper-v5 | 1 |" not in table
+    (env_dir / "sac_seed0.csv").write_text(header + "100000,1000,3000,0,0\n")  # a return S2VG never reaches
+    run_script("figures.py", "--results", str(tmp_path))
+    assert "| Hopper-v5 | 0 | 3,000 in 1,000 s | not reached by 50k (5,000 s) | – | – |" in (tmp_path / "frontier.md").read_text()
+
+
 def test_speed_reports_ratios_and_flops(tmp_path):
     stdout = run_script(
         "speed.py", "--env", "Pendulum-v1", "--hidden", "16", "16", "--batch-size", "16", "--rounds", "1",
