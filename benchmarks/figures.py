@@ -39,10 +39,10 @@ DHMBPO_100K = {"HalfCheetah-v5": 9878, "Hopper-v5": 3399, "Walker2d-v5": 6457}
 # where the S2VG and SAC runs of one seed ran (their training seconds compare only on one host): the git history of
 # the CSV files and benchmarks/README.md
 CLOCK_NOTES = {
-    ("HalfCheetah-v5", 0): "one invocation to 100k, resumed across sittings of one day; SAC 90k–200k in a later one",
-    ("HalfCheetah-v5", 1): "one invocation to 100k, resumed across sittings of one day; SAC 90k–200k in a later one",
-    ("Hopper-v5", 0): "different sessions a week apart (hosts may differ): orientation only",
-    ("Hopper-v5", 1): "different sessions a week apart (hosts may differ): orientation only",
+    ("HalfCheetah-v5", 0): "one invocation to 100k (stopped and resumed); SAC 90k–200k in a later invocation",
+    ("HalfCheetah-v5", 1): "one invocation to 100k (stopped and resumed); SAC 90k–200k in a later invocation",
+    ("Hopper-v5", 0): "run a week apart, hosts may differ: orientation only",
+    ("Hopper-v5", 1): "run a week apart, hosts may differ: orientation only",
     ("Hopper-v5", 2): "side by side on one host (dense fp32 matmul 85 GFLOP/s), one core each",
 }
 

@@ -61,18 +61,19 @@ def test_compare_writes_curves_summary_and_figures(tmp_path):
     assert (env_dir / "curves_steps_early.png").stat().st_size > 0
 
 
+def write_curve(path: Path, steps, seconds: float, returns: float) -> None:
+    """A compare.py CSV whose training seconds and return are ``seconds`` and ``returns`` times the env step."""
+    path.parent.mkdir(exist_ok=True)
+    rows = "".join(f"{step},{step * seconds},{step * returns},0,{step * seconds}\n" for step in steps)
+    path.write_text("step,train_seconds,return_mean,return_std,cpu_seconds\n" + rows)
+
+
 def test_frontier_table_counts_the_seeds_behind_each_mean(tmp_path):
     """Runs still under way count where they have data: the 100k mean is over the seeds that got there."""
     env_dir = tmp_path / "Hopper-v5"
-    env_dir.mkdir()
-    header = "step,train_seconds,return_mean,return_std,cpu_seconds\n"
-    (env_dir / "s2vg-img08-ens5_seed0.csv").write_text(
-        header + "".join(f"{step},{step / 10},{step / 50},0,{step / 10}\n" for step in range(25_000, 100_001, 25_000))
-    )
-    (env_dir / "s2vg-img08-ens5_seed1.csv").write_text(
-        header + "".join(f"{step},{step / 5},{step / 25},0,{step / 5}\n" for step in (25_000, 50_000))
-    )
-    (env_dir / "s2vg_seed0.csv").write_text(header + "25000,1,5,0,1\n")  # the Table 2 run is not Hopper's pick
+    write_curve(env_dir / "s2vg-img08-ens5_seed0.csv", range(25_000, 100_001, 25_000), seconds=0.1, returns=0.02)
+    write_curve(env_dir / "s2vg-img08-ens5_seed1.csv", (25_000, 50_000), seconds=0.2, returns=0.04)
+    write_curve(env_dir / "s2vg_seed0.csv", [25_000], seconds=1 / 25_000, returns=5 / 25_000)  # not Hopper's pick
     run_script("figures.py", "--results", str(tmp_path))
     table = (tmp_path / "frontier.md").read_text()
     # 25k: 500 and 1,000; 50k: 1,000 and 2,000; 100k: seed 0 only (2,000 after 10,000 training seconds)
@@ -85,21 +86,17 @@ def test_frontier_table_counts_the_seeds_behind_each_mean(tmp_path):
 def test_wall_clock_to_sac_return_pairs_each_seed(tmp_path):
     """S2VG's first evaluation at or above SAC's 100k / 200k return, per seed, with the ratio of training seconds."""
     env_dir = tmp_path / "Hopper-v5"
-    env_dir.mkdir()
-    header = "step,train_seconds,return_mean,return_std,cpu_seconds\n"
     # S2VG: return step / 20 after step / 10 seconds; SAC: return step / 100 after step / 100 seconds, to 200k on seed 0
-    (env_dir / "s2vg-img08-ens5_seed0.csv").write_text(
-        header + "".join(f"{step},{step / 10},{step / 20},0,0\n" for step in range(5_000, 50_001, 5_000))
-    )
-    (env_dir / "sac_seed0.csv").write_text(header + "".join(f"{s},{s / 100},{s / 100},0,0\n" for s in (100_000, 200_000)))
-    (env_dir / "sac_seed1.csv").write_text(header + "100000,1000,1000,0,0\n")  # no S2VG seed 1: no row
+    write_curve(env_dir / "s2vg-img08-ens5_seed0.csv", range(5_000, 50_001, 5_000), seconds=0.1, returns=0.05)
+    write_curve(env_dir / "sac_seed0.csv", (100_000, 200_000), seconds=0.01, returns=0.01)
+    write_curve(env_dir / "sac_seed1.csv", [100_000], seconds=0.01, returns=0.01)  # no S2VG seed 1: no row
     run_script("figures.py", "--results", str(tmp_path))
     table = (tmp_path / "frontier.md").read_text()
     # SAC 1,000 at 100k in 1,000 s: S2VG reaches it at 20k after 2,000 s; SAC's 2,000 at 200k: at 40k after 4,000 s
     row = "| Hopper-v5 | 0 | 1,000 in 1,000 s | 20k steps, 2,000 s (2.00×) | 2,000 in 2,000 s | 40k steps, 4,000 s (2.00×) |"
     assert row in table
     assert "| Hopper-v5 | 1 |" not in table
-    (env_dir / "sac_seed0.csv").write_text(header + "100000,1000,3000,0,0\n")  # a return S2VG never reaches
+    write_curve(env_dir / "sac_seed0.csv", [100_000], seconds=0.01, returns=0.03)  # a return S2VG never reaches
     run_script("figures.py", "--results", str(tmp_path))
     assert "| Hopper-v5 | 0 | 3,000 in 1,000 s | not reached by 50k (5,000 s) | – | – |" in (tmp_path / "frontier.md").read_text()
 
