@@ -10,8 +10,8 @@ The paper's figures from the CSV files that ``compare.py`` writes (no training h
   over the seeds that reached each evaluation, against env steps and against training seconds; the table gives the
   return at 25k / 50k / 100k steps with the number of seeds behind each mean, seconds per 100k steps, env steps/s,
   and the target and the published frontier (DHMBPO, v4) for each task. Below it, per seed, how long S2VG takes
-  to reach SAC's return at 100k and 200k steps (SAC's seed of the same number, run in the same invocation or beside
-  it on the same host) against SAC's own time to those steps.
+  to reach SAC's return at 100k and 200k steps (SAC's seed of the same number) against SAC's own time to those
+  steps, with where the two ran (``CLOCK_NOTES``): seconds compare only on one host.
 
     python benchmarks/figures.py                     # reads and writes benchmarks/results/
 
@@ -46,6 +46,7 @@ CLOCK_NOTES = {
     ("Hopper-v5", 0): "run a week apart, hosts may differ: orientation only",
     ("Hopper-v5", 1): "run a week apart, hosts may differ: orientation only",
     ("Hopper-v5", 2): "side by side on one host (dense fp32 matmul 85 GFLOP/s), one core each",
+    ("Walker2d-v5", 0): "run a day apart, hosts may differ: orientation only",
 }
 
 
@@ -170,7 +171,7 @@ def time_to_sac_return(results: Path, sac_steps: tuple[int, ...] = (100_000, 200
                     cells.append(f"not reached by {int(last['step']) // 1000}k ({last['train_seconds']:,.0f} s)")
                 else:
                     cells.append(f"{reached[0] // 1000}k steps, {reached[1]:,.0f} s ({reached[1] / seconds:.2f}×)")
-            cells.append(CLOCK_NOTES.get((env_id, seed), ""))
+            cells.append(CLOCK_NOTES.get((env_id, seed), "not recorded: hosts may differ"))
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
