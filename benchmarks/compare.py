@@ -187,6 +187,11 @@ def label(run_name: str) -> str:
     return LABELS.get(algo, algo) + (f" [{tag}]" if tag else "")
 
 
+def read_curve(path: Path) -> np.ndarray:
+    """One run's CSV as a structured array (step, train_seconds, return_mean, ...), one row even for one evaluation."""
+    return np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True))
+
+
 def load_runs(env_dir: Path, tags: list[str] | None = None) -> dict[str, list[np.ndarray]]:
     """Runs by name (algo, or algo-tag), only the untagged ones unless ``tags`` lists tags to include."""
     runs: dict[str, list[np.ndarray]] = {}
@@ -194,7 +199,7 @@ def load_runs(env_dir: Path, tags: list[str] | None = None) -> dict[str, list[np
         name = path.name.rsplit("_seed", 1)[0]
         algo, _, tag = name.partition("-")
         if algo in ALGOS and (not tag or (tags is not None and tag in tags)):
-            runs.setdefault(name, []).append(np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True)))
+            runs.setdefault(name, []).append(read_curve(path))
     return dict(sorted(runs.items(), key=lambda item: (ALGOS.index(item[0].partition("-")[0]), item[0])))
 
 

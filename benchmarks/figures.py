@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from compare import label, load_runs, plot_mean_std
+from compare import label, load_runs, plot_mean_std, read_curve
 
 FIGURE1_ENVS = ["Pendulum-v1", "InvertedPendulum-v5", "HalfCheetah-v5", "Hopper-v5"]
 FIGURE1_RUNS = ["s2vg", "sac", "sac_m"]
@@ -137,7 +137,7 @@ def seed_csvs(env_dir: Path, name: str) -> dict[int, np.ndarray]:
     for path in env_dir.glob(f"{name}_seed*.csv"):
         seed = path.stem.rsplit("_seed", 1)[1]
         if seed.isdigit():
-            runs[int(seed)] = np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True))
+            runs[int(seed)] = read_curve(path)
     return dict(sorted(runs.items()))
 
 
