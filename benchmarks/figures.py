@@ -31,7 +31,7 @@ FRONTIER_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
 # S2VG's run on each task: the configuration s2vg.yml gives it, or the candidate being measured for it. Runs keep
 # the tag they were started under (a checkpoint is tied to it): HalfCheetah keeps the paper's Table 2 (untagged
 # runs), Hopper is the img08-ens5 preset; on Walker2d the Hopper preset's options over Walker2d's Table 2 settings
-# are under way (s2vg.yml keeps Table 2 for Walker2d until they are measured).
+# (s2vg.yml keeps Table 2 for Walker2d: the options did not lift it off SAC's level).
 FRONTIER_S2VG = {"HalfCheetah-v5": "s2vg", "Hopper-v5": "s2vg-img08-ens5", "Walker2d-v5": "s2vg-img08-ens5"}
 FRONTIER_BASELINES = ("crossq", "sac")
 FRONTIER_STEPS = (25_000, 50_000, 100_000)
@@ -43,10 +43,10 @@ DHMBPO_100K = {"HalfCheetah-v5": 9878, "Hopper-v5": 3399, "Walker2d-v5": 6457}
 CLOCK_NOTES = {
     ("HalfCheetah-v5", 0): "one invocation to 100k (stopped and resumed); SAC 90k–200k in a later invocation",
     ("HalfCheetah-v5", 1): "one invocation to 100k (stopped and resumed); SAC 90k–200k in a later invocation",
-    ("Hopper-v5", 0): "run a week apart, hosts may differ: orientation only",
+    ("Hopper-v5", 0): "SAC a week before S2VG, whose rerun ran 0–10k and 10k–100k on different days: orientation only",
     ("Hopper-v5", 1): "run a week apart, hosts may differ: orientation only",
     ("Hopper-v5", 2): "side by side on one host (dense fp32 matmul 85 GFLOP/s), one core each",
-    ("Walker2d-v5", 0): "run a day apart, hosts may differ: orientation only",
+    ("Walker2d-v5", 0): "SAC a day before S2VG, whose run ran 0–30k and 30k–100k on different days: orientation only",
 }
 
 
