@@ -40,12 +40,13 @@ from torch.nn import functional as F
 from sb3_s2vg.layers import BatchedMLP
 from sb3_s2vg.policies import (
     BatchedContinuousCritic,
+    NormalizedFlattenExtractor,
     SquashedGaussianSample,
     ValueNetwork,
     min_over_critics,
     squashed_gaussian_sample,
 )
-from sb3_s2vg.world_model import WorldModel, soft_clamp_log_std, soft_clamp_log_std_derivative
+from sb3_s2vg.world_model import RunningNormalizer, WorldModel, soft_clamp_log_std, soft_clamp_log_std_derivative
 
 
 def _linear_layers(sequential: nn.Module) -> tuple[list[nn.Linear], bool] | None:
@@ -73,6 +74,16 @@ def _reads_flat_vectors(extractor: BaseFeaturesExtractor) -> bool:
     if type(extractor) is FlattenExtractor:
         return True
     return type(extractor) is CombinedExtractor and all(type(m) is nn.Flatten for m in extractor.extractors.values())
+
+
+def _input_statistics(extractor: BaseFeaturesExtractor | None, world_model: WorldModel) -> RunningNormalizer | None:
+    """
+    :return: The world model's observation statistics when ``extractor`` standardises the flat observation with them
+        (``policy_kwargs=dict(normalize_input=True)``), else None
+    """
+    if type(extractor) is NormalizedFlattenExtractor and extractor.normalizer is world_model.obs_normalizer:
+        return world_model.obs_normalizer
+    return None
 
 
 def _passes_of(sequential: nn.Module) -> "_LinearReLUPasses":
@@ -241,6 +252,8 @@ class PolicySample(NamedTuple):
     The policy's reparameterised actions on a batch of real states, with what the backward pass needs.
 
     :param observations: The flat real observations, shape (batch, obs_dim)
+    :param features: The actor-critic's input, the observations standardised with ``normalize_input``, else the
+        observations themselves; shape (batch, obs_dim)
     :param sample: Actions, log-probabilities and the noise behind them
     :param latent: The actor's latent features (``latent_pi``'s output), shape (batch, latent_dim)
     :param latent_saved: The inputs of ``latent_pi``'s layers
@@ -248,6 +261,7 @@ class PolicySample(NamedTuple):
     """
 
     observations: th.Tensor
+    features: th.Tensor
     sample: SquashedGaussianSample
     latent: th.Tensor
     latent_saved: list[th.Tensor]
@@ -277,6 +291,16 @@ class ManualActorCriticGradients:
         self.dynamics = _passes_of(world_model.dynamics.net)
         self.reward = _passes_of(world_model.reward.net)
         self.termination = _passes_of(world_model.termination) if world_model.termination is not None else None
+        #: The statistics that standardise the actor's, the critics' and V's input (``normalize_input``), or None
+        self.input_statistics = _input_statistics(actor.features_extractor, world_model)
+
+    def _features(self, flat_obs: th.Tensor) -> th.Tensor:
+        """
+        :param flat_obs: Flat observations, shape (batch, obs_dim)
+        :return: The actor-critic's input (``NormalizedFlattenExtractor.forward``), shape (batch, obs_dim)
+        """
+        statistics = self.input_statistics
+        return flat_obs if statistics is None else (flat_obs - statistics.mean) / statistics.std
 
     @staticmethod
     def unsupported_reason(
@@ -305,8 +329,15 @@ class ManualActorCriticGradients:
             return f"an ensemble world model (n_models={world_model.n_models})"
         if actor.use_sde:
             return "gSDE"
+        standardised = _input_statistics(actor.features_extractor, world_model) is not None
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:
-            if module.features_extractor is None or not _reads_flat_vectors(module.features_extractor):
+            extractor = module.features_extractor
+            reads = (
+                _input_statistics(extractor, world_model) is not None
+                if standardised
+                else extractor is not None and _reads_flat_vectors(extractor)
+            )
+            if not reads:
                 return f"the {name}'s features extractor does more than flatten the observations"
         # Networks that end with a product; the actor's latent_pi ends with a ReLU (or is empty)
         networks = [value_net.v_net, world_model.dynamics.net, world_model.reward.net]
@@ -341,11 +372,12 @@ class ManualActorCriticGradients:
         :param observations: Real observations, batch first
         """
         flat_obs = self.world_model.flattener.flatten(observations)
+        features = self._features(flat_obs)
         latent_saved: list[th.Tensor] = []
-        latent = self.actor.forward(flat_obs, latent_saved)
+        latent = self.actor.forward(features, latent_saved)
         raw_log_std = self.log_std_head.forward(latent)
         sample = squashed_gaussian_sample(self.mean_head.forward(latent), raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
-        return PolicySample(flat_obs, sample, latent, latent_saved, raw_log_std)
+        return PolicySample(flat_obs, features, sample, latent, latent_saved, raw_log_std)
 
     @th.no_grad()
     def critic_gradients(
@@ -361,7 +393,7 @@ class ManualActorCriticGradients:
         :return: The loss (scalar)
         """
         saved: list[th.Tensor] = []
-        q_inputs = th.cat([self.world_model.flattener.flatten(observations), actions], dim=1)
+        q_inputs = th.cat([self._features(self.world_model.flattener.flatten(observations)), actions], dim=1)
         residuals = self.critic.forward(q_inputs, saved) - targets
         weighted = residuals if weights is None else weights * residuals
         n_rows = targets.shape[0]
@@ -379,13 +411,13 @@ class ManualActorCriticGradients:
         :param members: The Q networks the minimum is taken over, shape (M,), or None for all
         :return: The loss (scalar)
         """
-        observations, sample = policy.observations, policy.sample
-        q_pi = self.critic.forward(th.cat([observations, sample.actions], dim=1))
+        features, sample = policy.features, policy.sample
+        q_pi = self.critic.forward(th.cat([features, sample.actions], dim=1))
         targets = min_over_critics(q_pi, members) - ent_coef * sample.log_prob
         saved: list[th.Tensor] = []
-        residuals = self.value.forward(observations, saved) - targets
+        residuals = self.value.forward(features, saved) - targets
         loss = 0.5 * residuals.square().mean()
-        self.value.backward_weights(residuals.div_(observations.shape[0]), saved)
+        self.value.backward_weights(residuals.div_(features.shape[0]), saved)
         return loss
 
     @th.no_grad()
@@ -413,7 +445,7 @@ class ManualActorCriticGradients:
             assert self.termination is not None
             dones = done_probabilities = th.sigmoid(self.termination.forward(inputs, termination_saved))
         next_value_saved: list[th.Tensor] = []
-        next_values = self.value.forward(next_observations, next_value_saved)
+        next_values = self.value.forward(self._features(next_observations), next_value_saved)
         alive = None if dones is None else 1.0 - dones
         loss = -(rewards - ent_coef * sample.log_prob + gamma * (next_values if alive is None else alive * next_values)).mean()
 
@@ -421,6 +453,8 @@ class ManualActorCriticGradients:
         if alive is not None:
             grad_next_values = grad_next_values * alive
         grad_next_observations = self.value.backward_input(grad_next_values, next_value_saved)
+        if self.input_statistics is not None:  # through (s' − mean) / std
+            grad_next_observations = grad_next_observations / self.input_statistics.std
         grad_inputs = dynamics.input_grad(world_model.dynamics_target_normalizer.denormalize_backward(grad_next_observations))
         grad_rewards = world_model.reward_normalizer.denormalize_backward(th.full_like(rewards, -1.0 / batch_size))
         grad_inputs = grad_inputs + reward.input_grad(grad_rewards)

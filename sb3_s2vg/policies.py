@@ -18,7 +18,7 @@ from stable_baselines3.sac.policies import Actor
 from torch import nn
 
 from sb3_s2vg.layers import BatchedMLP, make_mlp
-from sb3_s2vg.world_model import TerminationFn, WorldModel
+from sb3_s2vg.world_model import ObservationFlattener, RunningNormalizer, TerminationFn, WorldModel
 
 #: Parts of the policy whose hidden layers ``net_arch`` can set, and their defaults (the paper's Table 2 general
 #: setting: (256, 256) everywhere).
@@ -83,6 +83,33 @@ def min_over_critics(q_values: th.Tensor, members: th.Tensor | None = None) -> t
     if members is not None:
         q_values = q_values.index_select(0, members)
     return q_values.min(dim=0).values
+
+
+class NormalizedFlattenExtractor(BaseFeaturesExtractor):
+    """
+    The flat observation vector standardised with running statistics kept elsewhere: the input of the actor, the Q
+    networks and V with ``policy_kwargs=dict(normalize_input=True)``, which reads the world model's observation
+    statistics (merged from the real transitions the model trains on). An option beyond the paper: DHMBPO's
+    ``normalize_po_input`` standardises the actor's and critics' inputs the same way, and CrossQ standardises its
+    inputs with batch renormalisation. No clipping, so that V(f(s, a))'s gradient reaches every dimension of f.
+
+    :param observation_space: A ``Box``, or a ``Dict`` of boxes
+    :param flattener: Flattens SB3's observations into vectors of shape (batch, obs_dim)
+    :param normalizer: Running statistics of those vectors; its ``mean`` and ``std`` (shape (obs_dim,)) are read
+        whether or not it normalises the world model's input (``normalize_model``)
+    """
+
+    def __init__(self, observation_space: spaces.Space, flattener: ObservationFlattener, normalizer: RunningNormalizer):
+        super().__init__(observation_space, flattener.dim)
+        self.flattener = flattener
+        self.normalizer = normalizer
+
+    def forward(self, observations: PyTorchObs) -> th.Tensor:  # type: ignore[override]
+        """
+        :param observations: Shape (batch, ...), or a dict of such tensors
+        :return: (s − mean) / std, shape (batch, obs_dim)
+        """
+        return (self.flattener.flatten(observations) - self.normalizer.mean) / self.normalizer.std
 
 
 def check_observation_space(observation_space: spaces.Space) -> None:
@@ -253,6 +280,8 @@ class S2VGPolicy(BasePolicy):
     :param n_models: Members of the world model's ensemble (see ``WorldModel``)
     :param ensemble_prediction: How the ensemble predicts, ``"random"`` or ``"mean"`` (see ``WorldModel``)
     :param n_elites: The ensemble members that predict (see ``WorldModel``)
+    :param normalize_input: Standardise the observations at the input of the actor, the Q networks and V with the
+        world model's running observation statistics (``NormalizedFlattenExtractor``); an option, not the paper's
     """
 
     actor: Actor
@@ -286,8 +315,14 @@ class S2VGPolicy(BasePolicy):
         n_models: int = 1,
         ensemble_prediction: str = "random",
         n_elites: int | None = None,
+        normalize_input: bool = False,
     ):
         check_observation_space(observation_space)
+        if normalize_input and features_extractor_class not in (FlattenExtractor, CombinedExtractor):
+            raise ValueError(
+                "normalize_input=True gives the actor, critics and V their features extractor (the standardised flat "
+                f"observation), so it cannot be combined with features_extractor_class={features_extractor_class.__name__}"
+            )
         if isinstance(n_critics, bool) or not isinstance(n_critics, int) or n_critics < 1:
             raise ValueError(f"n_critics must be an integer >= 1 (the Q networks of eq. 7), got {n_critics!r}")
         super().__init__(
@@ -312,6 +347,7 @@ class S2VGPolicy(BasePolicy):
         self.n_models = n_models
         self.ensemble_prediction = ensemble_prediction
         self.n_elites = n_elites
+        self.normalize_input = normalize_input
         self.sde_kwargs = {"use_sde": use_sde, "log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         self.net_args = {
             "observation_space": self.observation_space,
@@ -323,13 +359,30 @@ class S2VGPolicy(BasePolicy):
 
     def _build(self, lr_schedule: Schedule) -> None:
         arch = self.resolved_net_arch
+        if self.normalize_input:  # the actor, critics and V read the world model's observation statistics
+            self.world_model = self._make_world_model()
         self.actor = Actor(**self._update_features_extractor({**self.net_args, **self.sde_kwargs, "net_arch": arch["pi"]}))
         self.critic = self._make_critic()
         self.value_net = self._make_value_net()
         self.value_target = self._make_value_net()
         self.value_target.load_state_dict(self.value_net.state_dict())
         self.value_target.set_training_mode(False)
-        self.world_model = WorldModel(
+        if not self.normalize_input:  # built after the actor-critic: the initialisation order of the paper's runs
+            self.world_model = self._make_world_model()
+        optimizer_kwargs = dict(self.optimizer_kwargs)
+        if self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(optimizer_kwargs):
+            # One fused kernel per step instead of a loop of elementwise passes over every tensor
+            optimizer_kwargs["fused"] = True
+        for module in (self.actor, self.critic, self.value_net, self.world_model):
+            module.optimizer = self.optimizer_class(  # type: ignore[assignment]
+                module.parameters(),
+                lr=lr_schedule(1),
+                **optimizer_kwargs,  # type: ignore[call-arg]
+            )
+
+    def _make_world_model(self) -> WorldModel:
+        arch = self.resolved_net_arch
+        return WorldModel(
             self.observation_space,
             self.action_space,  # type: ignore[arg-type]
             dynamics_arch=arch["dynamics"],
@@ -345,16 +398,12 @@ class S2VGPolicy(BasePolicy):
             ensemble_prediction=self.ensemble_prediction,
             n_elites=self.n_elites,
         )
-        optimizer_kwargs = dict(self.optimizer_kwargs)
-        if self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(optimizer_kwargs):
-            # One fused kernel per step instead of a loop of elementwise passes over every tensor
-            optimizer_kwargs["fused"] = True
-        for module in (self.actor, self.critic, self.value_net, self.world_model):
-            module.optimizer = self.optimizer_class(  # type: ignore[assignment]
-                module.parameters(),
-                lr=lr_schedule(1),
-                **optimizer_kwargs,  # type: ignore[call-arg]
-            )
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        """The features extractor of the actor, the critics and V: SB3's, or the standardised flat observation."""
+        if self.normalize_input:
+            return NormalizedFlattenExtractor(self.observation_space, self.world_model.flattener, self.world_model.obs_normalizer)
+        return super().make_features_extractor()
 
     def _make_critic(self) -> BatchedContinuousCritic:
         kwargs = {
@@ -385,6 +434,7 @@ class S2VGPolicy(BasePolicy):
                 n_models=self.n_models,
                 ensemble_prediction=self.ensemble_prediction,
                 n_elites=self.n_elites,
+                normalize_input=self.normalize_input,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,

@@ -86,6 +86,8 @@ def _gradients(model: S2VG, data, seed: int) -> tuple[list[th.Tensor], list[th.T
         ),
         ("Pendulum-v1", {"policy_kwargs": dict(net_arch=dict(pi=[], qf=[], vf=[], dynamics=[], reward=[]))}),
         ("Pendulum-v1", {"min_q_subset": 2, "policy_kwargs": dict(net_arch=[32, 32], n_critics=5)}),
+        ("HalfCheetah-v5", {"policy_kwargs": dict(net_arch=[32, 32], normalize_input=True)}),
+        ("goal", {"horizon": 2, "policy_kwargs": dict(net_arch=[32, 32], normalize_input=True)}),
     ],
 )
 def test_manual_gradients_equal_autograd(env_id, kwargs):

@@ -4,11 +4,13 @@ autograd fallback, and exact save/load."""
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.torch_layers import NatureCNN
 from torch import nn
 
 from sb3_s2vg import S2VG
 from sb3_s2vg.layers import BatchedMLP, make_mlp
 from sb3_s2vg.manual_gradients import ManualActorCriticGradients
+from sb3_s2vg.policies import NormalizedFlattenExtractor
 
 
 @pytest.mark.parametrize("layer_norm", [False, True])
@@ -219,3 +221,34 @@ def test_s2vg_logs_each_members_held_out_error_and_chooses_elites():
     logged = model.logger.name_to_value  # recorded, not yet dumped (no episode has ended)
     for member in range(3):
         assert logged[f"train/model_holdout_obs_nmse_member{member}"] == pytest.approx(window[3 + member])
+
+
+def test_normalize_input_standardises_the_actor_critic_inputs_with_the_world_model_statistics(tmp_path):
+    model = S2VG(
+        "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, model_batch_size=32, seed=0,
+        policy_kwargs=dict(net_arch=[16, 16], normalize_input=True),
+    )  # fmt: skip
+    statistics = model.world_model.obs_normalizer
+    for module in (model.actor, model.critic, model.value_net, model.value_target):
+        assert isinstance(module.features_extractor, NormalizedFlattenExtractor)
+        assert module.features_extractor.normalizer is statistics
+    assert model._manual_gradients is not None and model._manual_gradients.input_statistics is statistics
+    model.learn(150)
+    assert statistics.count > 0 and not th.allclose(statistics.mean, th.zeros(3))
+    obs = th.randn(4, 3)
+    th.testing.assert_close(model.critic.features_extractor(obs), (obs - statistics.mean) / statistics.std)
+    model.save(tmp_path / "model")
+    loaded = S2VG.load(tmp_path / "model")
+    expected, got = model.policy.state_dict(), loaded.policy.state_dict()
+    assert expected.keys() == got.keys() and any("features_extractor.normalizer.mean" in key for key in got)
+    for key in expected:
+        assert th.equal(expected[key], got[key]), key
+    assert loaded.actor.features_extractor.normalizer is loaded.world_model.obs_normalizer
+    observations = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    actions = [m.predict(observations, deterministic=True)[0] for m in (model, loaded)]
+    np.testing.assert_array_equal(actions[0], actions[1])
+
+
+def test_normalize_input_rejects_another_features_extractor():
+    with pytest.raises(ValueError, match=r"normalize_input=True .* features_extractor_class=NatureCNN"):
+        S2VG("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(normalize_input=True, features_extractor_class=NatureCNN))
