@@ -46,7 +46,7 @@ from sb3_s2vg.policies import (
     min_over_critics,
     squashed_gaussian_sample,
 )
-from sb3_s2vg.world_model import RunningNormalizer, WorldModel, soft_clamp_log_std, soft_clamp_log_std_derivative
+from sb3_s2vg.world_model import WorldModel, soft_clamp_log_std, soft_clamp_log_std_derivative
 
 
 def _linear_layers(sequential: nn.Module) -> tuple[list[nn.Linear], bool] | None:
@@ -76,13 +76,13 @@ def _reads_flat_vectors(extractor: BaseFeaturesExtractor) -> bool:
     return type(extractor) is CombinedExtractor and all(type(m) is nn.Flatten for m in extractor.extractors.values())
 
 
-def _input_statistics(extractor: BaseFeaturesExtractor | None, world_model: WorldModel) -> RunningNormalizer | None:
+def _standardizer(extractor: BaseFeaturesExtractor | None, world_model: WorldModel) -> NormalizedFlattenExtractor | None:
     """
-    :return: The world model's observation statistics when ``extractor`` standardises the flat observation with them
+    :return: ``extractor`` when it standardises the flat observation with the world model's observation statistics
         (``policy_kwargs=dict(normalize_input=True)``), else None
     """
     if type(extractor) is NormalizedFlattenExtractor and extractor.normalizer is world_model.obs_normalizer:
-        return world_model.obs_normalizer
+        return extractor
     return None
 
 
@@ -291,16 +291,15 @@ class ManualActorCriticGradients:
         self.dynamics = _passes_of(world_model.dynamics.net)
         self.reward = _passes_of(world_model.reward.net)
         self.termination = _passes_of(world_model.termination) if world_model.termination is not None else None
-        #: The statistics that standardise the actor's, the critics' and V's input (``normalize_input``), or None
-        self.input_statistics = _input_statistics(actor.features_extractor, world_model)
+        #: The extractor that standardises the actor's, the critics' and V's input (``normalize_input``), or None
+        self.input_standardizer = _standardizer(actor.features_extractor, world_model)
 
     def _features(self, flat_obs: th.Tensor) -> th.Tensor:
         """
         :param flat_obs: Flat observations, shape (batch, obs_dim)
-        :return: The actor-critic's input (``NormalizedFlattenExtractor.forward``), shape (batch, obs_dim)
+        :return: The actor-critic's input, shape (batch, obs_dim)
         """
-        statistics = self.input_statistics
-        return flat_obs if statistics is None else (flat_obs - statistics.mean) / statistics.std
+        return flat_obs if self.input_standardizer is None else self.input_standardizer.standardize(flat_obs)
 
     @staticmethod
     def unsupported_reason(
@@ -329,11 +328,11 @@ class ManualActorCriticGradients:
             return f"an ensemble world model (n_models={world_model.n_models})"
         if actor.use_sde:
             return "gSDE"
-        standardised = _input_statistics(actor.features_extractor, world_model) is not None
+        standardised = _standardizer(actor.features_extractor, world_model) is not None
         for name, module in [("actor", actor), ("critic", critic), ("value", value_net)]:
             extractor = module.features_extractor
             reads = (
-                _input_statistics(extractor, world_model) is not None
+                _standardizer(extractor, world_model) is not None
                 if standardised
                 else extractor is not None and _reads_flat_vectors(extractor)
             )
@@ -453,8 +452,8 @@ class ManualActorCriticGradients:
         if alive is not None:
             grad_next_values = grad_next_values * alive
         grad_next_observations = self.value.backward_input(grad_next_values, next_value_saved)
-        if self.input_statistics is not None:  # through (s' − mean) / std
-            grad_next_observations = grad_next_observations / self.input_statistics.std
+        if self.input_standardizer is not None:  # through (s' − mean) / std
+            grad_next_observations = grad_next_observations / self.input_standardizer.normalizer.std
         grad_inputs = dynamics.input_grad(world_model.dynamics_target_normalizer.denormalize_backward(grad_next_observations))
         grad_rewards = world_model.reward_normalizer.denormalize_backward(th.full_like(rewards, -1.0 / batch_size))
         grad_inputs = grad_inputs + reward.input_grad(grad_rewards)

@@ -109,7 +109,14 @@ class NormalizedFlattenExtractor(BaseFeaturesExtractor):
         :param observations: Shape (batch, ...), or a dict of such tensors
         :return: (s − mean) / std, shape (batch, obs_dim)
         """
-        return (self.flattener.flatten(observations) - self.normalizer.mean) / self.normalizer.std
+        return self.standardize(self.flattener.flatten(observations))
+
+    def standardize(self, flat_obs: th.Tensor) -> th.Tensor:
+        """
+        :param flat_obs: Flat observations, shape (batch, obs_dim)
+        :return: (s − mean) / std, shape (batch, obs_dim)
+        """
+        return (flat_obs - self.normalizer.mean) / self.normalizer.std
 
 
 def check_observation_space(observation_space: spaces.Space) -> None:

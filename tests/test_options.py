@@ -13,6 +13,14 @@ from sb3_s2vg.manual_gradients import ManualActorCriticGradients
 from sb3_s2vg.policies import NormalizedFlattenExtractor
 
 
+def _assert_same_policy_state(model: S2VG, loaded: S2VG, key_part: str) -> None:
+    """Every tensor of the policy's state dict equal after save/load, with some key containing ``key_part``."""
+    expected, got = model.policy.state_dict(), loaded.policy.state_dict()
+    assert expected.keys() == got.keys() and any(key_part in key for key in got)
+    for key in expected:
+        assert th.equal(expected[key], got[key]), key
+
+
 @pytest.mark.parametrize("layer_norm", [False, True])
 def test_batched_mlp_member_equals_the_plain_mlp(layer_norm):
     """Each member of a ``BatchedMLP`` is the ``make_mlp`` network with the same weights (layer norm included)."""
@@ -54,10 +62,7 @@ def test_layer_norm_option_builds_normalised_critics_value_and_model(tmp_path):
     model.learn(120)
     model.save(tmp_path / "model")
     loaded = S2VG.load(tmp_path / "model")
-    expected, got = model.policy.state_dict(), loaded.policy.state_dict()
-    assert expected.keys() == got.keys() and any("norm" in key for key in got)
-    for key in expected:
-        assert th.equal(expected[key], got[key]), key
+    _assert_same_policy_state(model, loaded, "norm")
 
 
 def _value_loss_and_members(model: S2VG, observations, actions, log_prob, seed: int):
@@ -232,17 +237,15 @@ def test_normalize_input_standardises_the_actor_critic_inputs_with_the_world_mod
     for module in (model.actor, model.critic, model.value_net, model.value_target):
         assert isinstance(module.features_extractor, NormalizedFlattenExtractor)
         assert module.features_extractor.normalizer is statistics
-    assert model._manual_gradients is not None and model._manual_gradients.input_statistics is statistics
+    manual = model._manual_gradients
+    assert manual is not None and manual.input_standardizer is model.actor.features_extractor
     model.learn(150)
     assert statistics.count > 0 and not th.allclose(statistics.mean, th.zeros(3))
     obs = th.randn(4, 3)
     th.testing.assert_close(model.critic.features_extractor(obs), (obs - statistics.mean) / statistics.std)
     model.save(tmp_path / "model")
     loaded = S2VG.load(tmp_path / "model")
-    expected, got = model.policy.state_dict(), loaded.policy.state_dict()
-    assert expected.keys() == got.keys() and any("features_extractor.normalizer.mean" in key for key in got)
-    for key in expected:
-        assert th.equal(expected[key], got[key]), key
+    _assert_same_policy_state(model, loaded, "features_extractor.normalizer.mean")
     assert loaded.actor.features_extractor.normalizer is loaded.world_model.obs_normalizer
     observations = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     actions = [m.predict(observations, deterministic=True)[0] for m in (model, loaded)]
