@@ -33,6 +33,17 @@ FRONTIER_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
 # runs), Hopper is the img08-ens5 preset; on Walker2d the Hopper preset's options over Walker2d's Table 2 settings
 # (s2vg.yml keeps Table 2 for Walker2d: the options did not lift it off SAC's level).
 FRONTIER_S2VG = {"HalfCheetah-v5": "s2vg", "Hopper-v5": "s2vg-img08-ens5", "Walker2d-v5": "s2vg-img08-ens5"}
+# the --s2vg-kwargs each of those runs was started with, over the task's s2vg.yml settings (wallclock.py times them)
+FRONTIER_S2VG_KWARGS: dict[str, dict] = {
+    "s2vg": {},
+    "s2vg-img08-ens5": {"imagined_ratio": 0.8, "n_models": 5},
+    "s2vg-normin": {
+        "policy_kwargs": {
+            "net_arch": {"pi": [256, 256], "qf": [256, 256], "vf": [256, 256], "dynamics": [256, 128], "reward": [256, 128]},
+            "normalize_input": True,
+        }
+    },
+}
 FRONTIER_BASELINES = ("crossq", "sac")
 FRONTIER_STEPS = (25_000, 50_000, 100_000)
 # the targets of the frontier issue and DHMBPO's published mean at 100k (v4, ../shared/reference/anchors.md)
