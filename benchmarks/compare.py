@@ -12,8 +12,9 @@ all runs found under ``<out>/<env>`` into ``summary.md``, ``summary.json``, ``cu
         --steps 5000 --eval-every 250 --threshold -200 --report-steps 1000 2000 3000 5000
 
 Long runs: ``--checkpoint-every N`` writes an exact checkpoint (agent, replay buffer, env and random states) every N
-steps under ``<out>/<env>/checkpoints/``; the same command with ``--resume`` continues every unfinished run from
-its checkpoint, with results identical to an uninterrupted run (``exact_checkpoints.py``, ``tests/test_resume.py``).
+steps under ``<out>/<env>/checkpoints/``, the last one at the run's last step when N divides ``--steps``; the same
+command with ``--resume`` continues every unfinished run from its checkpoint, and with a larger ``--steps`` extends a
+finished one, with results identical to an uninterrupted run (``exact_checkpoints.py``, ``tests/test_resume.py``).
 
 Training seconds (wall clock) and CPU seconds (the run's process CPU time, which other processes on the machine do
 not inflate) exclude evaluation. One torch thread per run; ``--workers`` runs that many runs in parallel
@@ -161,7 +162,7 @@ def run_one(
                     writer.writerows(rows)
                 print(f"{env_id} {name}: step {self.num_timesteps} return {mean:.1f} ({self.train_seconds:.0f} s)", flush=True)
                 self._restart_clocks()
-            if checkpoint_every and self.num_timesteps % checkpoint_every == 0 and self.num_timesteps < steps:
+            if checkpoint_every and self.num_timesteps % checkpoint_every == 0:
                 self.checkpoint_pending = True
             return True
 
@@ -174,6 +175,10 @@ def run_one(
                 save_checkpoint(checkpoint_dir, self.model, eval_env, extra=extra)  # type: ignore[arg-type]
                 self.checkpoint_pending = False
                 self._restart_clocks()
+
+        def _on_training_end(self) -> None:
+            # the last step's checkpoint (the same state): the same command with a larger --steps extends the run
+            self._on_rollout_start()
 
     remaining = steps - model.num_timesteps
     if remaining > 0:

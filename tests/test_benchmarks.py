@@ -61,6 +61,27 @@ def test_compare_writes_curves_summary_and_figures(tmp_path):
     assert (env_dir / "curves_steps_early.png").stat().st_size > 0
 
 
+def test_compare_extends_a_finished_run_exactly(tmp_path):
+    """A run's last checkpoint is at its last step: a larger --steps with --resume continues from there exactly."""
+    common = [
+        "--env", "Pendulum-v1", "--algos", "sac", "--seeds", "0", "--eval-every", "100", "--eval-episodes", "1",
+        "--checkpoint-every", "100", "--resume",
+        "--baseline-kwargs", "dict(learning_starts=50, batch_size=32, policy_kwargs=dict(net_arch=[16, 16]))",
+    ]  # fmt: skip
+    run_script("compare.py", *common, "--steps", "200", "--out", str(tmp_path / "extended"))
+    stdout = run_script("compare.py", *common, "--steps", "300", "--out", str(tmp_path / "extended"))
+    assert "sac_seed0: resumed at step 200" in stdout
+    run_script("compare.py", *common, "--steps", "300", "--out", str(tmp_path / "straight"))
+    extended, straight = (read_rows(tmp_path / name / "Pendulum-v1" / "sac_seed0.csv") for name in ("extended", "straight"))
+    assert [row["step"] for row in extended] == ["100", "200", "300"]
+    assert [row["return_mean"] for row in extended] == [row["return_mean"] for row in straight]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
 def write_curve(path: Path, steps, seconds: float, returns: float) -> None:
     """A compare.py CSV whose training seconds and return are ``seconds`` and ``returns`` times the env step."""
     path.parent.mkdir(exist_ok=True)
