@@ -241,7 +241,8 @@ def frontier(results: Path) -> list[Path]:
         "",
         "Per seed: SAC's evaluation return at 100k (200k) steps and its training seconds to get there, against the first "
         "evaluation (every 5k steps) at which S2VG's return was at least as high, with the ratio of training seconds "
-        "(S2VG / SAC); the last column says whether the two ran on one host.",
+        "(S2VG / SAC); the last column says whether the two ran on one host. The same question with the env-step rates of "
+        "S2VG, SAC and CrossQ timed in one process on one host: wallclock.md (benchmarks/wallclock.py).",
     ]
     paths.append(results / "frontier.md")
     text = "## S2VG, CrossQ and SAC at 100k steps\n\n" + "\n".join(lines) + "\n\n" + note + "\n" + "\n".join(clock) + "\n"
