@@ -13,6 +13,7 @@ gradient steps come at fixed rates per env step), so the rate of a short run sta
 is excluded, as in ``compare.py``'s training seconds.
 
     python benchmarks/wallclock.py                   # HalfCheetah-v5, Hopper-v5, Walker2d-v5; s2vg, sac, crossq
+    python benchmarks/wallclock.py --reuse-rates     # the table again from grown curves, with the last timing's rates
 
 Writes ``<results>/wallclock.md`` and ``wallclock.json``: the host's dense fp32 matmul rate measured in the same
 run, env steps/s per algorithm and task, and per task: SAC's seed-mean return at 100k (200k) steps, the first
@@ -143,6 +144,11 @@ def main() -> None:
     )
     parser.add_argument("--sac-steps", nargs="+", type=int, default=[100_000, 200_000])
     parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument(
+        "--reuse-rates",
+        action="store_true",
+        help="Time nothing: take the rates of the last timing (<results>/wallclock.json) and redo the table from the CSVs",
+    )
     args = parser.parse_args()
     if "s2vg" not in args.algos or "sac" not in args.algos:
         parser.error("--algos must include s2vg and sac (the time to SAC's return compares the two)")
@@ -151,17 +157,24 @@ def main() -> None:
     missing = [algo for algo in args.algos if algo not in chunks]
     if missing:
         parser.error(f"--chunk names no env steps for {missing}")
-    matmul = dense_matmul_rate(th.device("cpu"), time.perf_counter)
     results = Path(args.results)
-    rates, reach = {}, {}
-    for env_id in args.envs:
-        rates[env_id] = learn_rates(env_id, tuple(args.algos), chunks, args.rounds, args.warmup)
-        print(env_id, {algo: round(rate, 1) for algo, rate in rates[env_id].items()}, flush=True)
-        reach[env_id] = time_to_returns(results / env_id, FRONTIER_S2VG[env_id], rates[env_id], tuple(args.sac_steps))
+    if args.reuse_rates:
+        timed = json.loads((results / "wallclock.json").read_text())
+        matmul, rates = timed["dense_matmul_flops_per_s"], {env_id: timed["rates"][env_id] for env_id in args.envs}
+        chunks, rounds = timed["chunks"], timed["rounds"]
+    else:
+        matmul, rates, rounds = dense_matmul_rate(th.device("cpu"), time.perf_counter), {}, args.rounds
+        for env_id in args.envs:
+            rates[env_id] = learn_rates(env_id, tuple(args.algos), chunks, args.rounds, args.warmup)
+            print(env_id, {algo: round(rate, 1) for algo, rate in rates[env_id].items()}, flush=True)
+    reach = {
+        env_id: time_to_returns(results / env_id, FRONTIER_S2VG[env_id], rates[env_id], tuple(args.sac_steps))
+        for env_id in args.envs
+    }
     table = markdown(matmul, rates, reach)
     print(table)
     (results / "wallclock.md").write_text("## Wall-clock: S2VG to SAC's return, rates measured in one invocation\n\n" + table)
-    payload = {"dense_matmul_flops_per_s": matmul, "rates": rates, "reach": reach, "chunks": chunks, "rounds": args.rounds}
+    payload = {"dense_matmul_flops_per_s": matmul, "rates": rates, "reach": reach, "chunks": chunks, "rounds": rounds}
     (results / "wallclock.json").write_text(json.dumps(payload, indent=1))
 
 

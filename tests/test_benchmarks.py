@@ -150,6 +150,13 @@ def test_wallclock_times_the_runs_configurations_in_one_process(tmp_path):
     assert f"| {ratio:.2f}× |" in stdout and "| Hopper-v5 | 2,000 at 200k (1) |" in stdout and "not by 40k (2)" in stdout
     assert "GFLOP/s" in (tmp_path / "wallclock.md").read_text()
 
+    # curves that grew since the timing: the table again with the same rates, nothing timed
+    write_curve(env_dir / "sac_seed1.csv", [100_000], seconds=0.01, returns=0.01)  # SAC's 100k mean now 1,000
+    run_script("wallclock.py", "--envs", "Hopper-v5", "--reuse-rates", "--results", str(tmp_path))
+    again = json.loads((tmp_path / "wallclock.json").read_text())
+    assert again["rates"] == results["rates"] and again["dense_matmul_flops_per_s"] == results["dense_matmul_flops_per_s"]
+    assert (again["reach"]["Hopper-v5"][0]["sac_return"], again["reach"]["Hopper-v5"][0]["s2vg_steps"]) == (1000.0, 25_000)
+
 
 def test_speed_reports_ratios_and_flops(tmp_path):
     stdout = run_script(
