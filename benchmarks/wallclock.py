@@ -75,6 +75,9 @@ def time_to_returns(env_dir: Path, s2vg_name: str, rates: dict[str, float], sac_
     rows = []
     if not sac or not s2vg:
         return rows
+    # the finished seeds only (a run still under way would cut the curve short): those that reached the longest's end
+    end = max(int(run["step"][-1]) for run in s2vg.values())
+    s2vg = {seed: run for seed, run in s2vg.items() if int(run["step"][-1]) == end}
     s2vg_steps, s2vg_means = seed_mean_curve(s2vg)
     for step in sac_steps:
         at = [float(run["return_mean"][run["step"] == step][0]) for run in sac.values() if np.any(run["step"] == step)]
@@ -127,8 +130,10 @@ def markdown(matmul: float, rates: dict[str, dict[str, float]], reach: dict[str,
             lines.append(f"| {env_id} | {sac} | {row['sac_seconds']:,.0f} s | {s2vg} | {seconds} | {ratio} |")
     lines += [
         "",
-        "Seed-mean returns of the compare.py runs (evaluations every 5k steps; S2VG on the steps all its seeds reached), "
-        "times = env steps / the rates above, measured in this invocation; evaluation excluded.",
+        "Seed-mean returns of the compare.py runs (evaluations every 5k steps; S2VG: the seeds that reached its longest run's "
+        "last step, runs still under way left out), "
+        "times = env steps / the rates above, all measured in one invocation (the timing behind wallclock.json); "
+        "evaluation excluded.",
     ]
     return "\n".join(lines) + "\n"
 
