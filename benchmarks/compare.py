@@ -166,9 +166,7 @@ def run_one(
                 self.checkpoint_pending = True
             return True
 
-        def _on_rollout_start(self) -> None:
-            # The checkpoint waits until this step's transition is stored and its gradient steps are done: there the
-            # agent is in the state it has between two learn() calls, from which a resumed run continues exactly
+        def _save_pending_checkpoint(self) -> None:
             if self.checkpoint_pending:
                 self._pause_clocks()
                 extra = {"rows": rows, "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds}
@@ -176,9 +174,14 @@ def run_one(
                 self.checkpoint_pending = False
                 self._restart_clocks()
 
+        def _on_rollout_start(self) -> None:
+            # The checkpoint waits until this step's transition is stored and its gradient steps are done: there the
+            # agent is in the state it has between two learn() calls, from which a resumed run continues exactly
+            self._save_pending_checkpoint()
+
         def _on_training_end(self) -> None:
             # the last step's checkpoint (the same state): the same command with a larger --steps extends the run
-            self._on_rollout_start()
+            self._save_pending_checkpoint()
 
     remaining = steps - model.num_timesteps
     if remaining > 0:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from compare import make_model, paper_s2vg_kwargs
-from figures import FRONTIER_ENVS, FRONTIER_S2VG, FRONTIER_S2VG_KWARGS, seed_csvs
+from figures import FRONTIER_ENVS, FRONTIER_S2VG, FRONTIER_S2VG_KWARGS, returns_at, seed_csvs
 from speed import dense_matmul_rate
 
 #: The algorithms timed: S2VG with the task's frontier configuration, and the baselines with their defaults
@@ -62,7 +62,7 @@ def seed_mean_curve(runs: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray
     """(steps, mean return over the seeds that reached each step), on the steps every seed reached."""
     last = min(int(run["step"][-1]) for run in runs.values())
     steps = np.array(sorted({int(step) for run in runs.values() for step in run["step"] if step <= last}))
-    means = np.array([np.mean([run["return_mean"][run["step"] == step][0] for run in runs.values()]) for step in steps])
+    means = np.array([np.mean(returns_at(list(runs.values()), step)) for step in steps])
     return steps, means
 
 
@@ -80,7 +80,7 @@ def time_to_returns(env_dir: Path, s2vg_name: str, rates: dict[str, float], sac_
     s2vg = {seed: run for seed, run in s2vg.items() if int(run["step"][-1]) == end}
     s2vg_steps, s2vg_means = seed_mean_curve(s2vg)
     for step in sac_steps:
-        at = [float(run["return_mean"][run["step"] == step][0]) for run in sac.values() if np.any(run["step"] == step)]
+        at = returns_at(list(sac.values()), step)
         if not at:
             continue
         target = float(np.mean(at))
@@ -157,17 +157,17 @@ def main() -> None:
     args = parser.parse_args()
     if "s2vg" not in args.algos or "sac" not in args.algos:
         parser.error("--algos must include s2vg and sac (the time to SAC's return compares the two)")
-    th.set_num_threads(1)
-    chunks = {algo: int(steps) for algo, _, steps in (item.partition("=") for item in args.chunk)}
-    missing = [algo for algo in args.algos if algo not in chunks]
-    if missing:
-        parser.error(f"--chunk names no env steps for {missing}")
     results = Path(args.results)
     if args.reuse_rates:
         timed = json.loads((results / "wallclock.json").read_text())
         matmul, rates = timed["dense_matmul_flops_per_s"], {env_id: timed["rates"][env_id] for env_id in args.envs}
         chunks, rounds = timed["chunks"], timed["rounds"]
     else:
+        chunks = {algo: int(steps) for algo, _, steps in (item.partition("=") for item in args.chunk)}
+        missing = [algo for algo in args.algos if algo not in chunks]
+        if missing:
+            parser.error(f"--chunk names no env steps for {missing}")
+        th.set_num_threads(1)
         matmul, rates, rounds = dense_matmul_rate(th.device("cpu"), time.perf_counter), {}, args.rounds
         for env_id in args.envs:
             rates[env_id] = learn_rates(env_id, tuple(args.algos), chunks, args.rounds, args.warmup)

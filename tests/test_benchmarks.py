@@ -34,8 +34,7 @@ def test_compare_writes_curves_summary_and_figures(tmp_path):
     )  # fmt: skip
     env_dir = out / "Pendulum-v1"
     for algo in ("s2vg", "sac"):
-        with open(env_dir / f"{algo}_seed0.csv") as file:
-            rows = list(csv.DictReader(file))
+        rows = read_rows(env_dir / f"{algo}_seed0.csv")
         assert [int(row["step"]) for row in rows] == [150, 300]
         assert all(np.isfinite(float(row["return_mean"])) and float(row["train_seconds"]) > 0 for row in rows)
     summary = json.loads((env_dir / "summary.json").read_text())
@@ -197,8 +196,7 @@ def test_value_bias_pendulum_copy_matches_gymnasium_and_runs(tmp_path):
         "value_bias.py", "--horizons", "1", "2", "--seeds", "0", "--steps", "200", "--every", "100", "--states", "4",
         "--rollouts", "2", "--mc-horizon", "10", "--out", str(tmp_path),
     )  # fmt: skip
-    with open(tmp_path / "value_bias_H2_seed0.csv") as file:
-        rows = list(csv.DictReader(file))
+    rows = read_rows(tmp_path / "value_bias_H2_seed0.csv")
     assert [int(row["step"]) for row in rows] == [100, 200]
     for row in rows:
         assert float(row["bias"]) == pytest.approx(float(row["predicted_v"]) - float(row["monte_carlo_v"]), rel=1e-5, abs=1e-4)
