@@ -372,7 +372,8 @@ class WorldModel(nn.Module):
                 f"termination_fn must return a torch tensor of shape ({batch_size},) or ({batch_size}, 1) for a batch of "
                 f"{batch_size} (obs, action, next_obs) tensors, got {got}; compute it with torch operations on its inputs"
             )
-        return dones.reshape(-1, 1).to(flat_next_obs.dtype)
+        # a verdict built with new tensors (th.full, th.zeros) lands on the default device: bring it to the batch's
+        return dones.reshape(-1, 1).to(device=flat_next_obs.device, dtype=flat_next_obs.dtype)
 
     @property
     def termination_classifier(self) -> nn.Module | None:

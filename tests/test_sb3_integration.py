@@ -109,11 +109,34 @@ def test_learned_entropy_coefficient_moves():
     assert abs(th.exp(model.log_ent_coef).item() - 0.5) > 1e-3
 
 
+def _never_ends_built_on_the_cpu(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> th.Tensor:
+    return th.zeros(len(obs), dtype=th.bool)  # a new tensor on the default device, as a user's function may return
+
+
+@pytest.mark.cuda
 @pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_device():
-    model = S2VG("MlpPolicy", "Pendulum-v1", learning_starts=50, policy_kwargs=SMALL, device="cuda")
-    model.learn(100)
-    assert next(model.world_model.parameters()).is_cuda
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(policy_kwargs=SMALL),  # the paper's configuration, manual-gradient fast path
+        dict(  # the options: ensemble, imagined transitions, H_pi = 2 (autograd), input normalisation, a CPU verdict
+            n_models=2,
+            imagined_ratio=0.5,
+            policy_horizon=2,
+            termination_fn=_never_ends_built_on_the_cpu,
+            policy_kwargs=dict(net_arch=[16], normalize_input=True),
+        ),
+    ],
+)
+def test_cuda_device(tmp_path, kwargs):
+    model = S2VG("MlpPolicy", "Pendulum-v1", learning_starts=50, seed=0, device="cuda", **kwargs)
+    model.learn(150)
+    for module in (model.world_model, model.actor, model.critic, model.value_net):
+        assert all(parameter.is_cuda for parameter in module.parameters())
+    obs = model.env.observation_space.sample()[None]
+    model.save(tmp_path / "model")
+    loaded = S2VG.load(tmp_path / "model", device="cuda")
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
 
 
 def test_n_updates_counts_gradient_steps_as_sb3_does():
