@@ -223,3 +223,40 @@ def test_gradient_drift_reports_both_comparisons():
     for row in rows:
         manual, perturbed, moved = (float(cell) for cell in row.split("|")[2:5])
         assert 0.0 <= manual < moved and 0.0 < perturbed < moved
+
+
+class _FixedAction:
+    """An agent that always plays one action (``predict`` as SB3's)."""
+
+    def __init__(self, action: np.ndarray) -> None:
+        self.action = action
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return self.action, None
+
+
+def test_posture_tells_a_cheetah_on_its_back_from_one_on_its_feet(tmp_path):
+    from posture import posture
+
+    idle = posture(_FixedAction(np.zeros(6, dtype=np.float32)), "HalfCheetah-v5", episodes=1, seed=0)
+    assert idle["on_back"] == 0.0 and abs(idle["pitch_mean"]) < 0.5
+    # the same cheetah, flipped: rotate the torso's pitch joint by π at every reset
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+    reset_model = HalfCheetahEnv.reset_model
+
+    def flipped(self):
+        reset_model(self)
+        qpos, qvel = self.data.qpos.copy(), self.data.qvel.copy()
+        qpos[1], qpos[2] = 0.3, np.pi  # qpos: rootx, rootz, rooty (pitch): lifted and upside down
+        self.set_state(qpos, qvel)
+        return self._get_obs()
+
+    HalfCheetahEnv.reset_model = flipped
+    try:
+        upside_down = posture(_FixedAction(np.zeros(6, dtype=np.float32)), "HalfCheetah-v5", episodes=1, seed=0)
+    finally:
+        HalfCheetahEnv.reset_model = reset_model
+    assert upside_down["on_back"] > 0.9 and abs(upside_down["pitch_mean"]) > 2.5
+    with pytest.raises(ValueError, match="env_id must be one of"):
+        posture(_FixedAction(np.zeros(1)), "Pendulum-v1", episodes=1, seed=0)
