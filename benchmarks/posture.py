@@ -47,6 +47,7 @@ def posture(model: Any, env_id: str, episodes: int, seed: int) -> dict[str, floa
             pitches.append(float(obs[PITCH_INDEX[env_id]]))
             done = terminated or truncated
         returns.append(total)
+    env.close()
     pitch = np.asarray(pitches)
     return {
         "return": float(np.mean(returns)),
@@ -69,7 +70,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     for path in args.agents:
         run = path.parent.name  # <algo>[-<tag>]_seed<k>
-        model = algorithm_class(run.split("_seed")[0].split("-")[0]).load(path, device="cpu")
+        model = algorithm_class(run.rsplit("_seed", 1)[0].partition("-")[0]).load(path, device="cpu")
         result = posture(model, args.env, args.episodes, args.seed)
         print(
             f"| {run} | {result['return']:,.0f} | {result['pitch_mean']:.2f} ({result['pitch_min']:.2f}, "

@@ -235,14 +235,13 @@ class _FixedAction:
         return self.action, None
 
 
-def test_posture_tells_a_cheetah_on_its_back_from_one_on_its_feet(tmp_path):
+def test_posture_tells_a_cheetah_on_its_back_from_one_on_its_feet(monkeypatch):
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
     from posture import posture
 
     idle = posture(_FixedAction(np.zeros(6, dtype=np.float32)), "HalfCheetah-v5", episodes=1, seed=0)
     assert idle["on_back"] == 0.0 and abs(idle["pitch_mean"]) < 0.5
     # the same cheetah, flipped: rotate the torso's pitch joint by π at every reset
-    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-
     reset_model = HalfCheetahEnv.reset_model
 
     def flipped(self):
@@ -252,11 +251,8 @@ def test_posture_tells_a_cheetah_on_its_back_from_one_on_its_feet(tmp_path):
         self.set_state(qpos, qvel)
         return self._get_obs()
 
-    HalfCheetahEnv.reset_model = flipped
-    try:
-        upside_down = posture(_FixedAction(np.zeros(6, dtype=np.float32)), "HalfCheetah-v5", episodes=1, seed=0)
-    finally:
-        HalfCheetahEnv.reset_model = reset_model
+    monkeypatch.setattr(HalfCheetahEnv, "reset_model", flipped)
+    upside_down = posture(_FixedAction(np.zeros(6, dtype=np.float32)), "HalfCheetah-v5", episodes=1, seed=0)
     assert upside_down["on_back"] > 0.9 and abs(upside_down["pitch_mean"]) > 2.5
     with pytest.raises(ValueError, match="env_id must be one of"):
         posture(_FixedAction(np.zeros(1)), "Pendulum-v1", episodes=1, seed=0)
