@@ -241,6 +241,7 @@ def test_posture_tells_a_cheetah_on_its_back_from_one_on_its_feet(monkeypatch):
 
     idle = posture(_FixedAction(np.zeros(6, dtype=np.float32)), "HalfCheetah-v5", episodes=1, seed=0)
     assert idle["on_back"] == 0.0 and abs(idle["pitch_mean"]) < 0.5
+    assert idle["length"] == 1000 and abs(idle["x_velocity"]) < 0.1  # HalfCheetah never terminates; idle, it stays put
     # the same cheetah, flipped: rotate the torso's pitch joint by π at every reset
     reset_model = HalfCheetahEnv.reset_model
 
@@ -254,5 +255,8 @@ def test_posture_tells_a_cheetah_on_its_back_from_one_on_its_feet(monkeypatch):
     monkeypatch.setattr(HalfCheetahEnv, "reset_model", flipped)
     upside_down = posture(_FixedAction(np.zeros(6, dtype=np.float32)), "HalfCheetah-v5", episodes=1, seed=0)
     assert upside_down["on_back"] > 0.9 and abs(upside_down["pitch_mean"]) > 2.5
+    # a Walker2d that does nothing falls: its episodes end early, and two episodes average their lengths
+    fallen = posture(_FixedAction(np.zeros(6, dtype=np.float32)), "Walker2d-v5", episodes=2, seed=0)
+    assert 0 < fallen["length"] < 1000
     with pytest.raises(ValueError, match="env_id must be one of"):
         posture(_FixedAction(np.zeros(1)), "Pendulum-v1", episodes=1, seed=0)
