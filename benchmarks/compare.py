@@ -189,9 +189,18 @@ def run_one(
     return str(path)
 
 
+def split_run_name(run_name: str) -> tuple[str, str]:
+    """
+    :param run_name: A run's name as ``run_one`` writes it, ``<algo>[-<tag>]_seed<k>``, or without ``_seed<k>``
+    :return: ``(algo, tag)``, the tag ``""`` for an untagged run
+    """
+    algo, _, tag = run_name.rsplit("_seed", 1)[0].partition("-")
+    return algo, tag
+
+
 def label(run_name: str) -> str:
     """``s2vg`` -> "S2VG", ``s2vg-nodelta`` -> "S2VG [nodelta]"."""
-    algo, _, tag = run_name.partition("-")
+    algo, tag = split_run_name(run_name)
     return LABELS.get(algo, algo) + (f" [{tag}]" if tag else "")
 
 
@@ -205,10 +214,10 @@ def load_runs(env_dir: Path, tags: list[str] | None = None) -> dict[str, list[np
     runs: dict[str, list[np.ndarray]] = {}
     for path in sorted(env_dir.glob("*_seed*.csv")):
         name = path.name.rsplit("_seed", 1)[0]
-        algo, _, tag = name.partition("-")
+        algo, tag = split_run_name(name)
         if algo in ALGOS and (not tag or (tags is not None and tag in tags)):
             runs.setdefault(name, []).append(read_curve(path))
-    return dict(sorted(runs.items(), key=lambda item: (ALGOS.index(item[0].partition("-")[0]), item[0])))
+    return dict(sorted(runs.items(), key=lambda item: (ALGOS.index(split_run_name(item[0])[0]), item[0])))
 
 
 def first_crossing(data: np.ndarray, threshold: float, column: str) -> float:

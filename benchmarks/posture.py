@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from compare import algorithm_class
+from compare import algorithm_class, split_run_name
 
 #: Environments whose observation index 1 is the torso's pitch angle (rad)
 PITCH_INDEX = {"HalfCheetah-v5": 1, "Hopper-v5": 1, "Walker2d-v5": 1}
@@ -43,16 +43,17 @@ def posture(model: Any, env_id: str, episodes: int, seed: int) -> dict[str, floa
     returns, lengths, pitches, velocities = [], [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        total, done = 0.0, False
+        total, steps, done = 0.0, 0, False
         while not done:
             action, _ = model.predict(obs, deterministic=True)
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
+            steps += 1
             pitches.append(float(obs[PITCH_INDEX[env_id]]))
             velocities.append(float(info["x_velocity"]))
             done = terminated or truncated
         returns.append(total)
-        lengths.append(len(pitches) - sum(lengths))
+        lengths.append(steps)
     env.close()
     pitch = np.asarray(pitches)
     return {
@@ -78,7 +79,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for path in args.agents:
         run = path.parent.name  # <algo>[-<tag>]_seed<k>
-        model = algorithm_class(run.rsplit("_seed", 1)[0].partition("-")[0]).load(path, device="cpu")
+        model = algorithm_class(split_run_name(run)[0]).load(path, device="cpu")
         result = posture(model, args.env, args.episodes, args.seed)
         print(
             f"| {run} | {result['return']:,.0f} | {result['length']:.0f} | {result['x_velocity']:.2f} "
