@@ -53,8 +53,9 @@ DHMBPO_100K = {"HalfCheetah-v5": 9878, "Hopper-v5": 3399, "Walker2d-v5": 6457}
 # where the S2VG and SAC runs of one seed ran (their training seconds compare only on one host): the git history of
 # the CSV files and benchmarks/README.md
 CLOCK_NOTES = {
-    ("HalfCheetah-v5", 0): "S2VG 0–25k and 25k–100k in two sittings, SAC ten days before: orientation only",
-    ("HalfCheetah-v5", 1): "S2VG 0–25k and 25k–100k in two sittings, SAC ten days before: orientation only",
+    ("HalfCheetah-v5", 0): "S2VG in three sittings (0–30k, 30k–75k, 75k–100k), SAC ten days before: orientation only",
+    ("HalfCheetah-v5", 1): "S2VG in three sittings (0–30k, 30k–70k, 70k–100k), SAC ten days before: orientation only",
+    ("HalfCheetah-v5", 2): "S2VG in two sittings (0–20k, 20k–100k), SAC in another: orientation only",
     ("Hopper-v5", 0): "SAC a week before S2VG, whose rerun ran 0–10k and 10k–100k on different days: orientation only",
     ("Hopper-v5", 1): "run a week apart, hosts may differ: orientation only",
     ("Hopper-v5", 2): "side by side on one host (dense fp32 matmul 85 GFLOP/s), one core each",

@@ -9,8 +9,9 @@ different invocations, possibly different hosts, so they are not used here. Inst
 exactly as ``compare.py`` does (seed 0), runs ``learning_starts`` plus a warm-up, and then times ``learn()`` in
 chunks, the algorithms taking turns round by round, so that a host slowing down slows all of them alike. Each
 configuration's cost per env step is constant over a run (its world-model updates, imagined rollouts and
-gradient steps come at fixed rates per env step), so the rate of a short run stands for the whole run. Evaluation
-is excluded, as in ``compare.py``'s training seconds.
+gradient steps come at fixed rates per env step), so the rate of a short run stands for the whole run after its
+``learning_starts``; the random warm-up steps before it make no updates and are counted as free (in the runs' CSV
+files 5,000 of them took about 2 s). Evaluation is excluded, as in ``compare.py``'s training seconds.
 
     python benchmarks/wallclock.py                   # HalfCheetah-v5, Hopper-v5, Walker2d-v5; s2vg, sac, crossq
     python benchmarks/wallclock.py --reuse-rates     # the table again from grown curves, with the last timing's rates
@@ -22,6 +23,7 @@ an otherwise idle machine (one torch thread; nothing else on the cores).
 """
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -29,12 +31,23 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from compare import make_model, paper_s2vg_kwargs
+from compare import algorithm_class, make_model, paper_s2vg_kwargs
 from figures import FRONTIER_ENVS, FRONTIER_S2VG, FRONTIER_S2VG_KWARGS, returns_at, seed_csvs
 from speed import dense_matmul_rate
 
 #: The algorithms timed: S2VG with the task's frontier configuration, and the baselines with their defaults
 ALGOS = ("s2vg", "sac", "crossq")
+
+
+def frontier_s2vg_kwargs(env_id: str) -> dict[str, Any]:
+    """The constructor arguments of S2VG's frontier run on ``env_id``: its s2vg.yml entry and its --s2vg-kwargs."""
+    return {**paper_s2vg_kwargs(env_id), **FRONTIER_S2VG_KWARGS[FRONTIER_S2VG[env_id]]}
+
+
+def warmup_steps(algo: str, env_id: str) -> int:
+    """The ``learning_starts`` of ``algo``'s runs on ``env_id``: env steps of random actions before the first update."""
+    kwargs = frontier_s2vg_kwargs(env_id) if algo == "s2vg" else {}
+    return int(kwargs.get("learning_starts", inspect.signature(algorithm_class(algo)).parameters["learning_starts"].default))
 
 
 def learn_rates(env_id: str, algos: tuple[str, ...], chunks: dict[str, int], rounds: int, warmup: int) -> dict[str, float]:
@@ -45,7 +58,7 @@ def learn_rates(env_id: str, algos: tuple[str, ...], chunks: dict[str, int], rou
     :param warmup: Env steps after ``learning_starts`` before timing (first updates, allocations)
     :return: Algorithm -> env steps per second (all timed steps over all timed seconds)
     """
-    s2vg_kwargs = {**paper_s2vg_kwargs(env_id), **FRONTIER_S2VG_KWARGS[FRONTIER_S2VG[env_id]]}
+    s2vg_kwargs = frontier_s2vg_kwargs(env_id)
     models = {algo: make_model(algo, env_id, 0, s2vg_kwargs) for algo in algos}
     for model in models.values():
         model.learn(model.learning_starts + warmup)
@@ -66,10 +79,15 @@ def seed_mean_curve(runs: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return steps, means
 
 
-def time_to_returns(env_dir: Path, s2vg_name: str, rates: dict[str, float], sac_steps: tuple[int, ...]) -> list[dict[str, Any]]:
+def time_to_returns(
+    env_dir: Path, s2vg_name: str, rates: dict[str, float], sac_steps: tuple[int, ...], warmup: dict[str, int]
+) -> list[dict[str, Any]]:
     """
     For each of ``sac_steps``: SAC's seed-mean return there, the first step at which S2VG's seed-mean return is at
     least as high, and both times at the measured ``rates`` (env steps/s).
+
+    :param warmup: Algorithm -> its ``learning_starts``: the steps before it, random and without updates, cost nothing
+        in the times (``warmup_steps``)
     """
     sac, s2vg = seed_csvs(env_dir, "sac"), seed_csvs(env_dir, s2vg_name)
     rows = []
@@ -91,17 +109,30 @@ def time_to_returns(env_dir: Path, s2vg_name: str, rates: dict[str, float], sac_
                 "sac_steps": step,
                 "sac_seeds": len(at),
                 "sac_return": target,
-                "sac_seconds": step / rates["sac"],
+                "sac_seconds": max(step - warmup["sac"], 0) / rates["sac"],
                 "s2vg_seeds": len(s2vg),
                 "s2vg_steps": reached,
                 "s2vg_last_step": int(s2vg_steps[-1]),
-                "s2vg_seconds": reached / rates["s2vg"] if reached is not None else None,
+                "s2vg_seconds": max(reached - warmup["s2vg"], 0) / rates["s2vg"] if reached is not None else None,
             }
         )
     return rows
 
 
-def markdown(matmul: float, rates: dict[str, dict[str, float]], reach: dict[str, list[dict[str, Any]]]) -> str:
+def markdown(
+    matmul: float,
+    rates: dict[str, dict[str, float]],
+    reach: dict[str, list[dict[str, Any]]],
+    warmup: dict[str, dict[str, int]],
+    timed_runs: dict[str, str],
+) -> str:
+    """
+    The two tables of ``wallclock.md``.
+
+    :param warmup: Task -> algorithm -> ``learning_starts`` (``warmup_steps``)
+    :param timed_runs: Task -> the S2VG run whose configuration the rates were timed with (another run than today's
+        ``FRONTIER_S2VG`` when the rates are reused after the frontier run changed)
+    """
     algos = list(next(iter(rates.values())))
     lines = [
         f"Dense fp32 matmul rate (1024³ product, one thread) measured in the same run: {matmul / 1e9:.0f} GFLOP/s.",
@@ -128,13 +159,21 @@ def markdown(matmul: float, rates: dict[str, dict[str, float]], reach: dict[str,
                 s2vg = f"{row['s2vg_steps'] // 1000}k steps ({row['s2vg_seeds']})"
                 seconds, ratio = f"{row['s2vg_seconds']:,.0f} s", f"{row['s2vg_seconds'] / row['sac_seconds']:.2f}×"
             lines.append(f"| {env_id} | {sac} | {row['sac_seconds']:,.0f} s | {s2vg} | {seconds} | {ratio} |")
+    starts = "; ".join(f"{env_id} S2VG {warmup[env_id]['s2vg']:,}, SAC {warmup[env_id]['sac']:,}" for env_id in reach)
     lines += [
         "",
         "Seed-mean returns of the compare.py runs (evaluations every 5k steps; S2VG: the seeds that reached its longest run's "
         "last step, runs still under way left out), "
-        "times = env steps / the rates above, all measured in one invocation (the timing behind wallclock.json); "
-        "evaluation excluded.",
+        "times = (env steps − learning_starts) / the rates above, the rates all measured in one invocation (the timing "
+        "behind wallclock.json); the random warm-up steps before learning_starts make no updates and count as free "
+        f"(learning_starts: {starts}); evaluation excluded.",
     ]
+    for env_id, timed in timed_runs.items():
+        if timed != FRONTIER_S2VG[env_id]:
+            lines.append(
+                f"\n{env_id}: S2VG's rate was timed with the configuration of {timed}, not {FRONTIER_S2VG[env_id]}'s; "
+                "its times hold as far as the two cost the same per env step after learning_starts."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -162,6 +201,7 @@ def main() -> None:
         timed = json.loads((results / "wallclock.json").read_text())
         matmul, rates = timed["dense_matmul_flops_per_s"], {env_id: timed["rates"][env_id] for env_id in args.envs}
         chunks, rounds = timed["chunks"], timed["rounds"]
+        timed_runs = {env_id: timed.get("timed_runs", {}).get(env_id, FRONTIER_S2VG[env_id]) for env_id in args.envs}
     else:
         chunks = {algo: int(steps) for algo, _, steps in (item.partition("=") for item in args.chunk)}
         missing = [algo for algo in args.algos if algo not in chunks]
@@ -169,17 +209,27 @@ def main() -> None:
             parser.error(f"--chunk names no env steps for {missing}")
         th.set_num_threads(1)
         matmul, rates, rounds = dense_matmul_rate(th.device("cpu"), time.perf_counter), {}, args.rounds
+        timed_runs = {env_id: FRONTIER_S2VG[env_id] for env_id in args.envs}
         for env_id in args.envs:
             rates[env_id] = learn_rates(env_id, tuple(args.algos), chunks, args.rounds, args.warmup)
             print(env_id, {algo: round(rate, 1) for algo, rate in rates[env_id].items()}, flush=True)
+    warmup = {env_id: {algo: warmup_steps(algo, env_id) for algo in ("s2vg", "sac")} for env_id in args.envs}
     reach = {
-        env_id: time_to_returns(results / env_id, FRONTIER_S2VG[env_id], rates[env_id], tuple(args.sac_steps))
+        env_id: time_to_returns(results / env_id, FRONTIER_S2VG[env_id], rates[env_id], tuple(args.sac_steps), warmup[env_id])
         for env_id in args.envs
     }
-    table = markdown(matmul, rates, reach)
+    table = markdown(matmul, rates, reach, warmup, timed_runs)
     print(table)
     (results / "wallclock.md").write_text("## Wall-clock: S2VG to SAC's return, rates measured in one invocation\n\n" + table)
-    payload = {"dense_matmul_flops_per_s": matmul, "rates": rates, "reach": reach, "chunks": chunks, "rounds": rounds}
+    payload = {
+        "dense_matmul_flops_per_s": matmul,
+        "rates": rates,
+        "timed_runs": timed_runs,
+        "warmup_steps": warmup,
+        "reach": reach,
+        "chunks": chunks,
+        "rounds": rounds,
+    }
     (results / "wallclock.json").write_text(json.dumps(payload, indent=1))
 
 

@@ -141,9 +141,10 @@ def test_wallclock_times_the_runs_configurations_in_one_process(tmp_path):
     # still under way, left out): 0.038 x step, 1,330 at 35k and 1,520 at 40k; 2,000 not reached by 50k (1,900)
     first, second = results["reach"]["Hopper-v5"]
     assert (first["sac_return"], first["sac_seeds"], first["s2vg_steps"], first["s2vg_seeds"]) == (1500.0, 2, 40_000, 2)
-    assert first["s2vg_seconds"] == pytest.approx(40_000 / rates["s2vg"]) and first["sac_seconds"] == pytest.approx(
-        100_000 / rates["sac"]
-    )
+    # the random warm-up steps (learning_starts: s2vg.yml's 1,000 for Hopper, SAC's default 100) count as free
+    assert results["warmup_steps"]["Hopper-v5"] == {"s2vg": 1_000, "sac": 100}
+    assert first["s2vg_seconds"] == pytest.approx(39_000 / rates["s2vg"])
+    assert first["sac_seconds"] == pytest.approx(99_900 / rates["sac"])
     assert (second["sac_return"], second["s2vg_steps"], second["s2vg_last_step"]) == (2000.0, None, 50_000)
     ratio = first["s2vg_seconds"] / first["sac_seconds"]
     assert f"| Hopper-v5 | 1,500 at 100k (2) | {first['sac_seconds']:,.0f} s | 40k steps (2) |" in stdout
@@ -152,10 +153,18 @@ def test_wallclock_times_the_runs_configurations_in_one_process(tmp_path):
 
     # curves that grew since the timing: the table again with the same rates, nothing timed
     write_curve(env_dir / "sac_seed1.csv", [100_000], seconds=0.01, returns=0.01)  # SAC's 100k mean now 1,000
-    run_script("wallclock.py", "--envs", "Hopper-v5", "--reuse-rates", "--results", str(tmp_path))
+    stdout = run_script("wallclock.py", "--envs", "Hopper-v5", "--reuse-rates", "--results", str(tmp_path))
     again = json.loads((tmp_path / "wallclock.json").read_text())
     assert again["rates"] == results["rates"] and again["dense_matmul_flops_per_s"] == results["dense_matmul_flops_per_s"]
     assert (again["reach"]["Hopper-v5"][0]["sac_return"], again["reach"]["Hopper-v5"][0]["s2vg_steps"]) == (1000.0, 30_000)
+    assert again["timed_runs"] == {"Hopper-v5": "s2vg-img08-ens5"} and "was timed with" not in stdout
+
+    # rates reused after the frontier run changed: the table says which configuration they were timed with
+    again["timed_runs"]["Hopper-v5"] = "s2vg-other"
+    (tmp_path / "wallclock.json").write_text(json.dumps(again))
+    stdout = run_script("wallclock.py", "--envs", "Hopper-v5", "--reuse-rates", "--results", str(tmp_path))
+    assert "Hopper-v5: S2VG's rate was timed with the configuration of s2vg-other, not s2vg-img08-ens5's" in stdout
+    assert json.loads((tmp_path / "wallclock.json").read_text())["timed_runs"] == {"Hopper-v5": "s2vg-other"}
 
 
 def test_speed_reports_ratios_and_flops(tmp_path):
