@@ -269,3 +269,29 @@ def test_posture_tells_a_cheetah_on_its_back_from_one_on_its_feet(monkeypatch):
     assert 0 < fallen["length"] < 1000
     with pytest.raises(ValueError, match="env_id must be one of"):
         posture(_FixedAction(np.zeros(1)), "Pendulum-v1", episodes=1, seed=0)
+
+
+def test_value_calibration_compares_v_with_the_realised_soft_return():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from value_calibration import BEFORE_END, discounted_soft_returns, value_calibration
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from sb3_s2vg import S2VG
+
+    # soft rewards r - α log π = 0.9, 2.0, 3.2; γ = 0.5; V(s_T) = 4 closes a truncated episode
+    returns = discounted_soft_returns(np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.0, -1.0]), alpha=0.2, gamma=0.5, tail=4.0)
+    np.testing.assert_allclose(returns, [3.2, 4.6, 5.2])
+    np.testing.assert_allclose(discounted_soft_returns(np.ones(2), np.zeros(2), 0.2, 0.5, 0.0), [1.5, 1.0])
+
+    # Pendulum is only truncated (200 steps): no termination, nothing to compare before one
+    pendulum = S2VG("MlpPolicy", "Pendulum-v1", seed=0, policy_kwargs=dict(net_arch=[8]))
+    result = value_calibration(pendulum, "Pendulum-v1", episodes=2, seed=0)
+    assert (result["length"], result["terminated"]) == (200, 0.0)
+    assert result["v_minus_g"] == pytest.approx(result["v"] - result["g"])
+    assert all(np.isnan(result[f"v_before_{n}"]) for n in BEFORE_END)
+    np.testing.assert_equal(value_calibration(pendulum, "Pendulum-v1", episodes=2, seed=0), result)  # seeded: the same
+    # an untrained hopper falls: every episode terminates, and the realised return ends at its last soft reward
+    hopper = S2VG("MlpPolicy", "Hopper-v5", seed=0, policy_kwargs=dict(net_arch=[8]))
+    fallen = value_calibration(hopper, "Hopper-v5", episodes=2, seed=0)
+    assert fallen["terminated"] == 1.0 and fallen["length"] < 1000 and np.isfinite(fallen["g"])

@@ -1,0 +1,139 @@
+"""
+Value calibration of a trained S2VG agent: do its critics predict what its policy gets? Where a seed stays low, this
+tells a critic that misjudges the task from an actor that does not follow a critic that judges it well.
+
+The script loads S2VG agents saved by ``compare.py`` (its exact checkpoints' ``agent.zip``), runs episodes with the
+stochastic policy (the policy that V and Q estimate, eq. 8), and compares, at every step t, V(s_t) and
+min_j Q_j(s_t, a_t) with the realised discounted soft return
+
+    G_t = Σ_k γ^k (r_{t+k} − α log π(a_{t+k} | s_{t+k}))
+
+over the rest of the episode: exact after a termination, closed with γ V(s_T) at a time-limit truncation. Reported
+per agent: the episodes' mean return and length and the fraction that terminated, the mean of V and of G over all
+steps, V − G (mean) and the correlation of V with G over steps, and V against G 50 and 10 steps before a termination
+(does V see a fall coming?).
+
+    python benchmarks/value_calibration.py --env Walker2d-v5 --episodes 3 \\
+        benchmarks/results/Walker2d-v5/checkpoints/s2vg-img08-ens5_seed0/agent.zip
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+
+#: Steps before a termination at which V and G are compared
+BEFORE_END = (50, 10)
+
+
+def discounted_soft_returns(rewards: np.ndarray, log_probs: np.ndarray, alpha: float, gamma: float, tail: float) -> np.ndarray:
+    """
+    G_t = Σ_{k<T-t} γ^k (r_{t+k} − α log π_{t+k}) + γ^{T-t} ``tail`` for every step t of one episode.
+
+    :param rewards: Rewards r_t, shape (T,)
+    :param log_probs: log π(a_t | s_t) of the actions taken, shape (T,)
+    :param alpha: Entropy coefficient α
+    :param gamma: Discount γ
+    :param tail: Value after the last step: 0 after a termination, V(s_T) after a truncation
+    :return: G, shape (T,)
+    """
+    soft = np.asarray(rewards, dtype=np.float64) - alpha * np.asarray(log_probs, dtype=np.float64)
+    returns = np.empty_like(soft)
+    running = float(tail)
+    for t in range(len(soft) - 1, -1, -1):
+        running = soft[t] + gamma * running
+        returns[t] = running
+    return returns
+
+
+def value_calibration(model: Any, env_id: str, episodes: int, seed: int) -> dict[str, float]:
+    """
+    :param model: A trained S2VG agent
+    :param env_id: Gymnasium environment id
+    :param episodes: Episodes to run with the stochastic policy
+    :param seed: Seed of the first episode's reset (then ``seed + 1``, ...) and of the policy's noise
+    :return: ``return``, ``length`` (means over episodes), ``terminated`` (fraction of episodes), ``v``, ``g``,
+        ``q`` (means over all steps), ``v_minus_g`` (mean over steps), ``corr`` (correlation of V with G over steps),
+        and for each n in ``BEFORE_END``, ``v_before_<n>`` and ``g_before_<n>``: means over the terminated episodes
+        at n steps before their end (NaN where none terminated or lasted that long)
+    """
+    alpha = float(th.exp(model.log_ent_coef.detach())) if model.log_ent_coef is not None else float(model.ent_coef_tensor)
+    th.manual_seed(seed)
+    env = gym.make(env_id)
+    returns, lengths, terminated_flags = [], [], []
+    values, targets, q_values = [], [], []
+    before: dict[int, list[tuple[float, float]]] = {n: [] for n in BEFORE_END}
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        observations, rewards, log_probs, episode_q = [], [], [], []
+        done, terminated = False, False
+        while not done:
+            obs_tensor = model.policy.obs_to_tensor(obs)[0]
+            with th.no_grad():
+                action, log_prob = model.actor.action_log_prob(obs_tensor)
+                episode_q.append(float(model.critic.stacked(obs_tensor, action).min()))
+            observations.append(obs)
+            log_probs.append(float(log_prob))
+            obs, reward, terminated, truncated, _ = env.step(model.policy.unscale_action(action.cpu().numpy()[0]))
+            rewards.append(float(reward))
+            done = terminated or truncated
+        with th.no_grad():
+            episode_values = model.value_net(model.policy.obs_to_tensor(np.asarray(observations))[0]).flatten().cpu().numpy()
+            tail = 0.0 if terminated else float(model.value_net(model.policy.obs_to_tensor(obs)[0]))
+        episode_targets = discounted_soft_returns(np.asarray(rewards), np.asarray(log_probs), alpha, model.gamma, tail)
+        returns.append(sum(rewards))
+        lengths.append(len(rewards))
+        terminated_flags.append(bool(terminated))
+        values.append(episode_values)
+        targets.append(episode_targets)
+        q_values.append(np.asarray(episode_q))
+        if terminated:
+            for n in BEFORE_END:
+                if len(rewards) >= n:
+                    before[n].append((float(episode_values[-n]), float(episode_targets[-n])))
+    env.close()
+    v, g, q = np.concatenate(values), np.concatenate(targets), np.concatenate(q_values)
+    result = {
+        "return": float(np.mean(returns)),
+        "length": float(np.mean(lengths)),
+        "terminated": float(np.mean(terminated_flags)),
+        "v": float(v.mean()),
+        "g": float(g.mean()),
+        "q": float(q.mean()),
+        "v_minus_g": float((v - g).mean()),
+        "corr": float(np.corrcoef(v, g)[0, 1]) if v.std() > 0 and g.std() > 0 else float("nan"),
+    }
+    for n, pairs in before.items():
+        result[f"v_before_{n}"] = float(np.mean([pair[0] for pair in pairs])) if pairs else float("nan")
+        result[f"g_before_{n}"] = float(np.mean([pair[1] for pair in pairs])) if pairs else float("nan")
+    return result
+
+
+def main() -> None:
+    from sb3_s2vg import S2VG
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("agents", nargs="+", type=Path, help="S2VG agent.zip files written by compare.py's checkpoints")
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=100)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    before = " | ".join(f"V / G {n} steps before a termination" for n in BEFORE_END)
+    print(f"| agent | return | length (terminated) | V | min Q | G | V − G | corr(V, G) | {before} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(BEFORE_END))
+    for path in args.agents:
+        model = S2VG.load(path, device="cpu")
+        r = value_calibration(model, args.env, args.episodes, args.seed)
+        cells = " | ".join(f"{r[f'v_before_{n}']:,.1f} / {r[f'g_before_{n}']:,.1f}" for n in BEFORE_END)
+        print(
+            f"| {path.parent.name} | {r['return']:,.0f} | {r['length']:.0f} ({100 * r['terminated']:.0f} %) "
+            f"| {r['v']:,.1f} | {r['q']:,.1f} | {r['g']:,.1f} | {r['v_minus_g']:+,.1f} | {r['corr']:.2f} | {cells} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
