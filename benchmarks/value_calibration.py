@@ -10,8 +10,9 @@ min_j Q_j(s_t, a_t) with the realised discounted soft return
 
 over the rest of the episode: exact after a termination, closed with γ V(s_T) at a time-limit truncation. Reported
 per agent: the episodes' mean return and length and the fraction that terminated, the mean of V and of G over all
-steps, V − G (mean) and the correlation of V with G over steps, and V against G 50 and 10 steps before a termination
-(does V see a fall coming?).
+steps, V − G (mean), min Q − (G + α log π) (mean; Q's target has no entropy term at its own step), the correlation
+of V with G over steps, and V against G 50 and 10 steps before a termination (does V see a fall coming?). min Q is
+over all the critics (``min_q_subset`` is not applied).
 
     python benchmarks/value_calibration.py --env Walker2d-v5 --episodes 3 \\
         benchmarks/results/Walker2d-v5/checkpoints/s2vg-img08-ens5_seed0/agent.zip
@@ -19,11 +20,14 @@ steps, V − G (mean) and the correlation of V with G over steps, and V against 
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch as th
+
+if TYPE_CHECKING:
+    from sb3_s2vg import S2VG
 
 #: Steps before a termination at which V and G are compared
 BEFORE_END = (50, 10)
@@ -49,66 +53,82 @@ def discounted_soft_returns(rewards: np.ndarray, log_probs: np.ndarray, alpha: f
     return returns
 
 
-def value_calibration(model: Any, env_id: str, episodes: int, seed: int) -> dict[str, float]:
+class Episode(NamedTuple):
+    """One episode of the stochastic policy, per step t (arrays of shape (T,))."""
+
+    values: np.ndarray  #: V(s_t)
+    min_q: np.ndarray  #: min_j Q_j(s_t, a_t) over all the critics
+    rewards: np.ndarray  #: r_t
+    log_probs: np.ndarray  #: log π(a_t | s_t)
+    returns: np.ndarray  #: G_t, the realised discounted soft return from s_t (``discounted_soft_returns``)
+    terminated: bool  #: whether the episode ended in a termination (else a time-limit truncation)
+    alpha: float  #: the agent's entropy coefficient α
+
+
+def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
     """
+    One episode of ``model``'s stochastic policy with V, min Q and the realised soft return at every step.
+
+    :param model: A trained S2VG agent (its α: the learned one with ``ent_coef="auto"``, else the constant)
+    :param env: The environment (not vectorised)
+    :param seed: Seed of the reset
+    """
+    alpha = float(th.exp(model.log_ent_coef.detach())) if model.log_ent_coef is not None else float(model.ent_coef_tensor)
+    obs, _ = env.reset(seed=seed)
+    observations, rewards, log_probs, min_q = [], [], [], []
+    done, terminated = False, False
+    while not done:
+        obs_tensor = model.policy.obs_to_tensor(obs)[0]
+        with th.no_grad():
+            action, log_prob = model.actor.action_log_prob(obs_tensor)
+            min_q.append(float(model.critic.stacked(obs_tensor, action).min()))
+        observations.append(obs)
+        log_probs.append(float(log_prob))
+        obs, reward, terminated, truncated, _ = env.step(model.policy.unscale_action(action.cpu().numpy()[0]))
+        rewards.append(float(reward))
+        done = terminated or truncated
+    with th.no_grad():
+        values = model.value_net(model.policy.obs_to_tensor(np.asarray(observations))[0]).flatten().cpu().numpy()
+        tail = 0.0 if terminated else float(model.value_net(model.policy.obs_to_tensor(obs)[0]))
+    returns = discounted_soft_returns(np.asarray(rewards), np.asarray(log_probs), alpha, model.gamma, tail)
+    return Episode(values, np.asarray(min_q), np.asarray(rewards), np.asarray(log_probs), returns, bool(terminated), alpha)
+
+
+def value_calibration(model: "S2VG", env_id: str, episodes: int, seed: int) -> dict[str, float]:
+    """
+    V and min Q of ``model`` against the realised soft returns of its stochastic policy over ``episodes`` episodes.
+
     :param model: A trained S2VG agent
     :param env_id: Gymnasium environment id
     :param episodes: Episodes to run with the stochastic policy
     :param seed: Seed of the first episode's reset (then ``seed + 1``, ...) and of the policy's noise
-    :return: ``return``, ``length`` (means over episodes), ``terminated`` (fraction of episodes), ``v``, ``g``,
-        ``q`` (means over all steps), ``v_minus_g`` (mean over steps), ``corr`` (correlation of V with G over steps),
-        and for each n in ``BEFORE_END``, ``v_before_<n>`` and ``g_before_<n>``: means over the terminated episodes
-        at n steps before their end (NaN where none terminated or lasted that long)
+    :return: ``return``, ``length`` (means over episodes), ``terminated`` (fraction of episodes), ``v``, ``g``
+        (means over all steps), ``v_minus_g`` (mean over steps of V(s_t) − G_t), ``q_minus_g`` (of min Q(s_t, a_t)
+        minus its realised target G_t + α log π(a_t | s_t): Q's target has no entropy term at t), ``corr``
+        (correlation of V with G over steps), and for each n in ``BEFORE_END``, ``v_before_<n>`` and
+        ``g_before_<n>``: means over the terminated episodes at n steps before their end (NaN where none terminated
+        or lasted that long)
     """
-    alpha = float(th.exp(model.log_ent_coef.detach())) if model.log_ent_coef is not None else float(model.ent_coef_tensor)
     th.manual_seed(seed)
     env = gym.make(env_id)
-    returns, lengths, terminated_flags = [], [], []
-    values, targets, q_values = [], [], []
-    before: dict[int, list[tuple[float, float]]] = {n: [] for n in BEFORE_END}
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        observations, rewards, log_probs, episode_q = [], [], [], []
-        done, terminated = False, False
-        while not done:
-            obs_tensor = model.policy.obs_to_tensor(obs)[0]
-            with th.no_grad():
-                action, log_prob = model.actor.action_log_prob(obs_tensor)
-                episode_q.append(float(model.critic.stacked(obs_tensor, action).min()))
-            observations.append(obs)
-            log_probs.append(float(log_prob))
-            obs, reward, terminated, truncated, _ = env.step(model.policy.unscale_action(action.cpu().numpy()[0]))
-            rewards.append(float(reward))
-            done = terminated or truncated
-        with th.no_grad():
-            episode_values = model.value_net(model.policy.obs_to_tensor(np.asarray(observations))[0]).flatten().cpu().numpy()
-            tail = 0.0 if terminated else float(model.value_net(model.policy.obs_to_tensor(obs)[0]))
-        episode_targets = discounted_soft_returns(np.asarray(rewards), np.asarray(log_probs), alpha, model.gamma, tail)
-        returns.append(sum(rewards))
-        lengths.append(len(rewards))
-        terminated_flags.append(bool(terminated))
-        values.append(episode_values)
-        targets.append(episode_targets)
-        q_values.append(np.asarray(episode_q))
-        if terminated:
-            for n in BEFORE_END:
-                if len(rewards) >= n:
-                    before[n].append((float(episode_values[-n]), float(episode_targets[-n])))
+    runs = [run_episode(model, env, seed + episode) for episode in range(episodes)]
     env.close()
-    v, g, q = np.concatenate(values), np.concatenate(targets), np.concatenate(q_values)
+    v, g = np.concatenate([run.values for run in runs]), np.concatenate([run.returns for run in runs])
+    q_errors = np.concatenate([run.min_q - (run.returns + run.alpha * run.log_probs) for run in runs])
     result = {
-        "return": float(np.mean(returns)),
-        "length": float(np.mean(lengths)),
-        "terminated": float(np.mean(terminated_flags)),
+        "return": float(np.mean([run.rewards.sum() for run in runs])),
+        "length": float(np.mean([len(run.rewards) for run in runs])),
+        "terminated": float(np.mean([run.terminated for run in runs])),
         "v": float(v.mean()),
         "g": float(g.mean()),
-        "q": float(q.mean()),
         "v_minus_g": float((v - g).mean()),
+        "q_minus_g": float(q_errors.mean()),
         "corr": float(np.corrcoef(v, g)[0, 1]) if v.std() > 0 and g.std() > 0 else float("nan"),
     }
-    for n, pairs in before.items():
-        result[f"v_before_{n}"] = float(np.mean([pair[0] for pair in pairs])) if pairs else float("nan")
-        result[f"g_before_{n}"] = float(np.mean([pair[1] for pair in pairs])) if pairs else float("nan")
+    for n in BEFORE_END:
+        ends = [(run.values[-n], run.returns[-n]) for run in runs if run.terminated and len(run.rewards) >= n]
+        result[f"v_before_{n}"] = float(np.mean([end[0] for end in ends])) if ends else float("nan")
+        result[f"g_before_{n}"] = float(np.mean([end[1] for end in ends])) if ends else float("nan")
     return result
 
 
@@ -123,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(1)
     before = " | ".join(f"V / G {n} steps before a termination" for n in BEFORE_END)
-    print(f"| agent | return | length (terminated) | V | min Q | G | V − G | corr(V, G) | {before} |")
+    print(f"| agent | return | length (terminated) | V | G | V − G | min Q − (G + α log π) | corr(V, G) | {before} |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(BEFORE_END))
     for path in args.agents:
         model = S2VG.load(path, device="cpu")
@@ -131,7 +151,7 @@ def main() -> None:
         cells = " | ".join(f"{r[f'v_before_{n}']:,.1f} / {r[f'g_before_{n}']:,.1f}" for n in BEFORE_END)
         print(
             f"| {path.parent.name} | {r['return']:,.0f} | {r['length']:.0f} ({100 * r['terminated']:.0f} %) "
-            f"| {r['v']:,.1f} | {r['q']:,.1f} | {r['g']:,.1f} | {r['v_minus_g']:+,.1f} | {r['corr']:.2f} | {cells} |"
+            f"| {r['v']:,.1f} | {r['g']:,.1f} | {r['v_minus_g']:+,.1f} | {r['q_minus_g']:+,.1f} | {r['corr']:.2f} | {cells} |"
         )
 
 

@@ -37,6 +37,8 @@ from speed import dense_matmul_rate
 
 #: The algorithms timed: S2VG with the task's frontier configuration, and the baselines with their defaults
 ALGOS = ("s2vg", "sac", "crossq")
+#: ``timed_runs`` entry of rates reused from a ``wallclock.json`` that did not record which S2VG run was timed
+NOT_RECORDED = "(not recorded)"
 
 
 def frontier_s2vg_kwargs(env_id: str) -> dict[str, Any]:
@@ -131,19 +133,20 @@ def markdown(
 
     :param warmup: Task -> algorithm -> ``learning_starts`` (``warmup_steps``)
     :param timed_runs: Task -> the S2VG run whose configuration the rates were timed with (another run than today's
-        ``FRONTIER_S2VG`` when the rates are reused after the frontier run changed)
+        ``FRONTIER_S2VG`` when the rates are reused after the frontier run changed; ``NOT_RECORDED`` for a
+        ``wallclock.json`` written before the runs were recorded)
     """
     algos = list(next(iter(rates.values())))
     lines = [
         f"Dense fp32 matmul rate (1024³ product, one thread) measured in the same run: {matmul / 1e9:.0f} GFLOP/s.",
         "",
-        "| task | S2VG run | " + " | ".join(f"{algo} env steps/s" for algo in algos) + " | S2VG / SAC |",
+        "| task | S2VG configuration timed | " + " | ".join(f"{algo} env steps/s" for algo in algos) + " | S2VG / SAC |",
         "|---|---|" + "---|" * (len(algos) + 1),
     ]
     for env_id, env_rates in rates.items():
         cells = [f"{env_rates[algo]:.1f}" for algo in algos]
         lines.append(
-            f"| {env_id} | {FRONTIER_S2VG[env_id]} | " + " | ".join(cells) + f" | {env_rates['s2vg'] / env_rates['sac']:.2f} |"
+            f"| {env_id} | {timed_runs[env_id]} | " + " | ".join(cells) + f" | {env_rates['s2vg'] / env_rates['sac']:.2f} |"
         )
     lines += [
         "",
@@ -171,8 +174,9 @@ def markdown(
     for env_id, timed in timed_runs.items():
         if timed != FRONTIER_S2VG[env_id]:
             lines.append(
-                f"\n{env_id}: S2VG's rate was timed with the configuration of {timed}, not {FRONTIER_S2VG[env_id]}'s; "
-                "its times hold as far as the two cost the same per env step after learning_starts."
+                f"\n{env_id}: S2VG's rate was timed with the configuration of {timed}, not of {FRONTIER_S2VG[env_id]} "
+                "(today's frontier run, whose curves give the steps); its times hold as far as the two cost the same per "
+                "env step after learning_starts."
             )
     return "\n".join(lines) + "\n"
 
@@ -201,7 +205,7 @@ def main() -> None:
         timed = json.loads((results / "wallclock.json").read_text())
         matmul, rates = timed["dense_matmul_flops_per_s"], {env_id: timed["rates"][env_id] for env_id in args.envs}
         chunks, rounds = timed["chunks"], timed["rounds"]
-        timed_runs = {env_id: timed.get("timed_runs", {}).get(env_id, FRONTIER_S2VG[env_id]) for env_id in args.envs}
+        timed_runs = {env_id: timed.get("timed_runs", {}).get(env_id, NOT_RECORDED) for env_id in args.envs}
     else:
         chunks = {algo: int(steps) for algo, _, steps in (item.partition("=") for item in args.chunk)}
         missing = [algo for algo in args.algos if algo not in chunks]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 
 pytestmark = pytest.mark.slow  # seconds to a minute each; `pytest -m 'not slow'` skips them
 
@@ -163,8 +164,14 @@ def test_wallclock_times_the_runs_configurations_in_one_process(tmp_path):
     again["timed_runs"]["Hopper-v5"] = "s2vg-other"
     (tmp_path / "wallclock.json").write_text(json.dumps(again))
     stdout = run_script("wallclock.py", "--envs", "Hopper-v5", "--reuse-rates", "--results", str(tmp_path))
-    assert "Hopper-v5: S2VG's rate was timed with the configuration of s2vg-other, not s2vg-img08-ens5's" in stdout
+    assert "Hopper-v5: S2VG's rate was timed with the configuration of s2vg-other, not of s2vg-img08-ens5" in stdout
     assert json.loads((tmp_path / "wallclock.json").read_text())["timed_runs"] == {"Hopper-v5": "s2vg-other"}
+    assert "| Hopper-v5 | s2vg-other |" in stdout  # the rate's row names the configuration that was timed
+    # a wallclock.json from before runs were recorded: the table does not guess which configuration was timed
+    del again["timed_runs"]
+    (tmp_path / "wallclock.json").write_text(json.dumps(again))
+    stdout = run_script("wallclock.py", "--envs", "Hopper-v5", "--reuse-rates", "--results", str(tmp_path))
+    assert "| Hopper-v5 | (not recorded) |" in stdout and "timed with the configuration of (not recorded)" in stdout
 
 
 def test_speed_reports_ratios_and_flops(tmp_path):
@@ -274,9 +281,11 @@ def test_posture_tells_a_cheetah_on_its_back_from_one_on_its_feet(monkeypatch):
 def test_value_calibration_compares_v_with_the_realised_soft_return():
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        from value_calibration import BEFORE_END, discounted_soft_returns, value_calibration
+        from value_calibration import BEFORE_END, discounted_soft_returns, run_episode, value_calibration
     finally:
         sys.path.remove(str(BENCHMARKS))
+    import gymnasium as gym
+
     from sb3_s2vg import S2VG
 
     # soft rewards r - α log π = 0.9, 2.0, 3.2; γ = 0.5; V(s_T) = 4 closes a truncated episode
@@ -284,14 +293,33 @@ def test_value_calibration_compares_v_with_the_realised_soft_return():
     np.testing.assert_allclose(returns, [3.2, 4.6, 5.2])
     np.testing.assert_allclose(discounted_soft_returns(np.ones(2), np.zeros(2), 0.2, 0.5, 0.0), [1.5, 1.0])
 
-    # Pendulum is only truncated (200 steps): no termination, nothing to compare before one
-    pendulum = S2VG("MlpPolicy", "Pendulum-v1", seed=0, policy_kwargs=dict(net_arch=[8]))
+    # Pendulum is only truncated (200 steps): the last return is closed with γ V(s_T); nothing to compare before a fall
+    pendulum = S2VG("MlpPolicy", "Pendulum-v1", seed=0, ent_coef=0.3, gamma=0.9, policy_kwargs=dict(net_arch=[8]))
+    env = gym.make("Pendulum-v1")
+    run = run_episode(pendulum, env, seed=0)
+    assert not run.terminated and len(run.rewards) == len(run.values) == len(run.returns) == 200
+    assert run.alpha == pytest.approx(0.3)
+    last_obs = env.unwrapped._get_obs()
+    with th.no_grad():
+        v_end = float(pendulum.value_net(pendulum.policy.obs_to_tensor(last_obs)[0]))
+    assert run.returns[-1] == pytest.approx(run.rewards[-1] - 0.3 * run.log_probs[-1] + 0.9 * v_end, rel=1e-5)
+    assert run.returns[-2] == pytest.approx(run.rewards[-2] - 0.3 * run.log_probs[-2] + 0.9 * run.returns[-1], rel=1e-5)
     result = value_calibration(pendulum, "Pendulum-v1", episodes=2, seed=0)
     assert (result["length"], result["terminated"]) == (200, 0.0)
-    assert result["v_minus_g"] == pytest.approx(result["v"] - result["g"])
     assert all(np.isnan(result[f"v_before_{n}"]) for n in BEFORE_END)
     np.testing.assert_equal(value_calibration(pendulum, "Pendulum-v1", episodes=2, seed=0), result)  # seeded: the same
-    # an untrained hopper falls: every episode terminates, and the realised return ends at its last soft reward
-    hopper = S2VG("MlpPolicy", "Hopper-v5", seed=0, policy_kwargs=dict(net_arch=[8]))
-    fallen = value_calibration(hopper, "Hopper-v5", episodes=2, seed=0)
-    assert fallen["terminated"] == 1.0 and fallen["length"] < 1000 and np.isfinite(fallen["g"])
+    # an untrained hopper falls within a few dozen steps: the last return is its last soft reward, nothing after it
+    hopper = S2VG(
+        "MlpPolicy",
+        "Hopper-v5",
+        seed=0,
+        termination_fn="sb3_s2vg.termination.hopper_termination",
+        policy_kwargs=dict(net_arch=[8]),
+    )
+    th.manual_seed(0)  # as value_calibration seeds the policy's noise: the same episode below
+    fallen = run_episode(hopper, gym.make("Hopper-v5"), seed=0)
+    assert fallen.terminated and 10 <= len(fallen.rewards) < 50
+    assert fallen.returns[-1] == pytest.approx(fallen.rewards[-1] - fallen.alpha * fallen.log_probs[-1], rel=1e-5)
+    summary = value_calibration(hopper, "Hopper-v5", episodes=1, seed=0)
+    assert summary["terminated"] == 1.0 and np.isnan(summary["v_before_50"])
+    assert (summary["v_before_10"], summary["g_before_10"]) == (fallen.values[-10], fallen.returns[-10])
