@@ -26,6 +26,8 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 
+from sb3_s2vg.policies import min_over_critics
+
 if TYPE_CHECKING:
     from sb3_s2vg import S2VG
 
@@ -73,7 +75,7 @@ def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
     :param env: The environment (not vectorised)
     :param seed: Seed of the reset
     """
-    alpha = float(th.exp(model.log_ent_coef.detach())) if model.log_ent_coef is not None else float(model.ent_coef_tensor)
+    alpha = float(model._current_ent_coef())
     obs, _ = env.reset(seed=seed)
     observations, rewards, log_probs, min_q = [], [], [], []
     done, terminated = False, False
@@ -81,7 +83,7 @@ def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
         obs_tensor = model.policy.obs_to_tensor(obs)[0]
         with th.no_grad():
             action, log_prob = model.actor.action_log_prob(obs_tensor)
-            min_q.append(float(model.critic.stacked(obs_tensor, action).min()))
+            min_q.append(float(min_over_critics(model.critic.stacked(obs_tensor, action))))
         observations.append(obs)
         log_probs.append(float(log_prob))
         obs, reward, terminated, truncated, _ = env.step(model.policy.unscale_action(action.cpu().numpy()[0]))
