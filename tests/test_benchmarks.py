@@ -100,7 +100,7 @@ def test_frontier_table_counts_the_seeds_behind_each_mean(tmp_path):
     # 25k: 500 and 1,000; 50k: 1,000 and 2,000; 100k: seed 0 only (2,000 after 10,000 training seconds)
     row = "| Hopper-v5 | S2VG [img08-ens5] | 2 | 750 ± 250 (2) | 1,500 ± 500 (2) | 2,000 ± 0 (1) | 10,000 | 7.5 | 3,000 | 3,399 |"
     assert row in table
-    assert "| Hopper-v5 | SAC (defaults) | 0 |" in table and "| Walker2d-v5 | S2VG [img08-ens5] | 0 |" in table
+    assert "| Hopper-v5 | SAC (defaults) | 0 |" in table and "| Walker2d-v5 | S2VG [img08-ens5-learnedterm] | 0 |" in table
     assert (tmp_path / "frontier_steps.png").stat().st_size > 0 and (tmp_path / "frontier_seconds.png").stat().st_size > 0
 
 
