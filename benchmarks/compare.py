@@ -125,6 +125,14 @@ def run_one(
     eval_env = Monitor(gym.make(env_id))
     rows: list[tuple[float, ...]] = []
     train_seconds = cpu_seconds = 0.0
+    if resume and path.exists():
+        with open(path) as file:
+            done = max((int(float(row["step"])) for row in csv.DictReader(file)), default=0)
+        if done >= steps:
+            # a finished run whose last checkpoint may not be kept (only its CSV, or an earlier checkpoint, is
+            # committed): resuming would recompute steps the CSV already holds
+            print(f"{env_id} {name}: {path} already reaches step {done}; nothing to run", flush=True)
+            return str(path)
     if resume and (checkpoint_dir / "state.pkl").exists():
         model, extra = load_checkpoint(checkpoint_dir, algorithm_class(algo), make_env(env_id), eval_env)
         rows, train_seconds = extra["rows"], extra["train_seconds"]

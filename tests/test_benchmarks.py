@@ -76,6 +76,13 @@ def test_compare_extends_a_finished_run_exactly(tmp_path):
     assert [row["step"] for row in extended] == ["100", "200", "300"]
     assert [row["return_mean"] for row in extended] == [row["return_mean"] for row in straight]
 
+    # a finished run whose checkpoint is older than its CSV (the final checkpoint was not kept) is not recomputed
+    csv_path = tmp_path / "straight" / "Pendulum-v1" / "sac_seed0.csv"
+    csv_path.write_text(csv_path.read_text() + "400,1.0,-1.0,0.0,1.0\n")
+    before = csv_path.read_text()
+    stdout = run_script("compare.py", *common, "--steps", "400", "--out", str(tmp_path / "straight"))
+    assert "already reaches step 400; nothing to run" in stdout and csv_path.read_text() == before
+
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path) as file:
