@@ -122,22 +122,29 @@ def run_one(
     name = f"{algo}-{tag}_seed{seed}" if tag else f"{algo}_seed{seed}"
     path = Path(out_dir) / f"{name}.csv"
     checkpoint_dir = Path(out_dir) / "checkpoints" / name
-    eval_env = Monitor(gym.make(env_id))
-    rows: list[tuple[float, ...]] = []
-    train_seconds = cpu_seconds = 0.0
+    done = 0
     if resume and path.exists():
         with open(path) as file:
-            done = max((int(float(row["step"])) for row in csv.DictReader(file)), default=0)
+            done = max((int(float(row["step"])) for row in csv.DictReader(file) if row["step"]), default=0)
         if done >= steps:
             # a finished run whose last checkpoint may not be kept (only its CSV, or an earlier checkpoint, is
             # committed): resuming would recompute steps the CSV already holds
             print(f"{env_id} {name}: {path} already reaches step {done}; nothing to run", flush=True)
             return str(path)
+    eval_env = Monitor(gym.make(env_id))
+    rows: list[tuple[float, ...]] = []
+    train_seconds = cpu_seconds = 0.0
     if resume and (checkpoint_dir / "state.pkl").exists():
         model, extra = load_checkpoint(checkpoint_dir, algorithm_class(algo), make_env(env_id), eval_env)
         rows, train_seconds = extra["rows"], extra["train_seconds"]
         cpu_seconds = extra.get("cpu_seconds", float("nan"))
         print(f"{env_id} {name}: resumed at step {model.num_timesteps}", flush=True)
+        if done > model.num_timesteps:
+            print(
+                f"{env_id} {name}: warning: the checkpoint (step {model.num_timesteps}) is behind {path} (step {done});"
+                f" steps {model.num_timesteps}-{done} are recomputed and their rows rewritten",
+                flush=True,
+            )
     else:
         eval_env.reset(seed=10_000 + seed)
         model = make_model(algo, env_id, seed, s2vg_kwargs, baseline_kwargs)

@@ -33,7 +33,7 @@ FRONTIER_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
 # normalize_input and learning_starts=5000; the untagged runs are Table 2's), Hopper the img08-ens5 preset; on
 # Walker2d the candidate img08-ens5-learnedterm: the Hopper preset's options and a learned termination classifier
 # over Walker2d's Table 2 settings (seeds 0 and 1: 2,064 and 3,428 at 100k; seed 0 with the known termination
-# function: 1,114; s2vg.yml keeps Table 2 for Walker2d until a third seed resolves it).
+# function: 1,114; s2vg.yml keeps Table 2 for Walker2d until its third seed has run).
 FRONTIER_S2VG = {
     "HalfCheetah-v5": "s2vg-normin-ls5k",
     "Hopper-v5": "s2vg-img08-ens5",

@@ -82,6 +82,11 @@ def test_compare_extends_a_finished_run_exactly(tmp_path):
     before = csv_path.read_text()
     stdout = run_script("compare.py", *common, "--steps", "400", "--out", str(tmp_path / "straight"))
     assert "already reaches step 400; nothing to run" in stdout and csv_path.read_text() == before
+    # extending it past the CSV resumes from the older checkpoint, says so, and rewrites the rows after it
+    stdout = run_script("compare.py", *common, "--steps", "500", "--out", str(tmp_path / "straight"))
+    assert "warning: the checkpoint (step 300) is behind" in stdout
+    rows = read_rows(csv_path)
+    assert [row["step"] for row in rows] == ["100", "200", "300", "400", "500"] and rows[3]["return_mean"] != "-1.0"
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
