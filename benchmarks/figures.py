@@ -67,7 +67,7 @@ CLOCK_NOTES = {
     ("Hopper-v5", 2): "side by side on one host (dense fp32 matmul 85 GFLOP/s), one core each",
     ("Walker2d-v5", 0): "SAC four days before S2VG, whose run ran in two sittings (0–45k, 45k–100k): orientation only",
     ("Walker2d-v5", 1): "SAC on another day than S2VG, whose run ran in two sittings (0–30k, 30k–100k): orientation only",
-    ("Walker2d-v5", 2): "SAC on another day than S2VG, whose run is under way (0–20k so far): orientation only",
+    ("Walker2d-v5", 2): "SAC on another day than S2VG, whose run is under way (0–20k, 20k–25k so far): orientation only",
 }
 
 
