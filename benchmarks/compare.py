@@ -124,8 +124,7 @@ def run_one(
     checkpoint_dir = Path(out_dir) / "checkpoints" / name
     done = 0
     if resume and path.exists():
-        with open(path) as file:
-            done = max((int(float(row["step"])) for row in csv.DictReader(file) if row["step"]), default=0)
+        done = int(read_curve(path)["step"].max())
         if done >= steps:
             # a finished run whose last checkpoint may not be kept (only its CSV, or an earlier checkpoint, is
             # committed): resuming would recompute steps the CSV already holds
