@@ -32,8 +32,8 @@ FRONTIER_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
 # the tag they were started under (a checkpoint is tied to it): HalfCheetah is the normin-ls5k preset (Table 2 with
 # normalize_input and learning_starts=5000; the untagged runs are Table 2's), Hopper the img08-ens5 preset; on
 # Walker2d the candidate img08-ens5-learnedterm: the Hopper preset's options and a learned termination classifier
-# over Walker2d's Table 2 settings (seeds 0 and 1: 2,064 and 3,428 at 100k; seed 0 with the known termination
-# function: 1,114; s2vg.yml keeps Table 2 for Walker2d until its third seed has run).
+# over Walker2d's Table 2 settings (seeds 0, 1 and 2: 2,064, 3,428 and 1,150 at 100k; seed 0 with the known
+# termination function: 1,114; s2vg.yml keeps Table 2 for Walker2d, whose own 100k run is still to come).
 FRONTIER_S2VG = {
     "HalfCheetah-v5": "s2vg-normin-ls5k",
     "Hopper-v5": "s2vg-img08-ens5",
@@ -67,7 +67,7 @@ CLOCK_NOTES = {
     ("Hopper-v5", 2): "side by side on one host (dense fp32 matmul 85 GFLOP/s), one core each",
     ("Walker2d-v5", 0): "SAC four days before S2VG, whose run ran in two sittings (0–45k, 45k–100k): orientation only",
     ("Walker2d-v5", 1): "SAC on another day than S2VG, whose run ran in two sittings (0–30k, 30k–100k): orientation only",
-    ("Walker2d-v5", 2): "SAC on another day than S2VG, whose run is under way (0–20k, 20k–25k so far): orientation only",
+    ("Walker2d-v5", 2): "SAC another day; S2VG in three sittings (0–20k, 20k–25k, 25k–100k): orientation only",
 }
 
 
