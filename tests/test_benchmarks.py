@@ -335,3 +335,48 @@ def test_value_calibration_compares_v_with_the_realised_soft_return():
     summary = value_calibration(hopper, "Hopper-v5", episodes=1, seed=0)
     assert summary["terminated"] == 1.0 and np.isnan(summary["v_before_50"])
     assert (summary["v_before_10"], summary["g_before_10"]) == (fallen.values[-10], fallen.returns[-10])
+
+
+def test_model_quality_scores_trained_world_models_on_the_transitions_after_their_data(tmp_path):
+    import gymnasium as gym
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from exact_checkpoints import save_replay_buffer_compact
+        from model_quality import load_transitions, rollout_starts
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    # 3 Pendulum episodes of 200 random steps, stored as compare.py's checkpoints store a replay buffer
+    env = gym.make("Pendulum-v1")
+    buffer = ReplayBuffer(1000, env.observation_space, env.action_space)
+    rng = np.random.default_rng(0)
+    for episode in range(3):
+        obs, _ = env.reset(seed=episode)
+        for _ in range(200):
+            action = rng.uniform(-2, 2, size=(1,)).astype(np.float32)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            buffer.add(obs, next_obs, action, np.array([reward]), np.array([terminated]), [{"TimeLimit.truncated": truncated}])
+            obs = next_obs
+    save_replay_buffer_compact(buffer, tmp_path / "replay_buffer.pkl.gz")
+
+    data = load_transitions(tmp_path)
+    assert data["observations"].shape == (600, 3) and data["timeouts"].sum() == 3
+    starts = rollout_starts(data, 300, 600, 5, 1000, rng)
+    # no open-loop window crosses the episode end at transition 399 (the 200th of episode 2)
+    assert len(starts) == 300 - 5 + 1 - 4 and not any(395 < t <= 399 for t in starts)
+
+    for schedule in ("per-step", "fit"):
+        out = tmp_path / f"quality_{schedule}"
+        stdout = run_script(
+            "model_quality.py", "--env", "Pendulum-v1", "--buffer", str(tmp_path), "--train-steps", "400",
+            "--eval-steps", "200", "--horizon", "3", "--starts", "50", "--schedule", schedule, "--out", str(out),
+            "--variants", "untrained=dict(model_learning_rate=1e-12)", "ens2=dict(n_models=2)",
+        )  # fmt: skip
+        results = json.loads(out.with_suffix(".json").read_text())["results"]
+        assert set(results) == {"paper", "untrained", "ens2"} and "| ens2 |" in stdout
+        for result in results.values():
+            assert result["updates"] > 0 and len(result["state"]) == 3 and len(result["reward_rmse"]) == 3
+        # the model the yaml's settings train predicts the next transitions better than one that did not learn
+        assert results["paper"]["one_step"] < 0.5 * results["untrained"]["one_step"]
+        assert results["paper"]["state"][0] < results["untrained"]["state"][0]
