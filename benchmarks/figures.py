@@ -28,12 +28,12 @@ FIGURE1_ENVS = ["Pendulum-v1", "InvertedPendulum-v5", "HalfCheetah-v5", "Hopper-
 FIGURE1_RUNS = ["s2vg", "sac", "sac_m"]
 FIGURE2A_RUNS = {"s2vg": "H = 1", "s2vg-h2": "H = 2", "s2vg-h5": "H = 5"}
 FRONTIER_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
-# S2VG's run on each task: the configuration s2vg.yml gives it, or the candidate being measured for it. Runs keep
+# S2VG's run on each task: the configuration s2vg.yml gives it. Runs keep
 # the tag they were started under (a checkpoint is tied to it): HalfCheetah is the normin-ls5k preset (Table 2 with
 # normalize_input and learning_starts=5000; the untagged runs are Table 2's), Hopper the img08-ens5 preset; on
-# Walker2d the candidate img08-ens5-learnedterm: the Hopper preset's options and a learned termination classifier
+# Walker2d the img08-ens5-learnedterm preset: the Hopper preset's options and a learned termination classifier
 # over Walker2d's Table 2 settings (seeds 0, 1 and 2: 2,064, 3,428 and 1,150 at 100k; seed 0 with the known
-# termination function: 1,114; s2vg.yml keeps Table 2 for Walker2d, whose own 100k run is still to come).
+# termination function: 1,114; Table 2's own settings on seed 0: 367), s2vg.yml's Walker2d entry since.
 FRONTIER_S2VG = {
     "HalfCheetah-v5": "s2vg-normin-ls5k",
     "Hopper-v5": "s2vg-img08-ens5",
