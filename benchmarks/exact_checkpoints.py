@@ -158,12 +158,20 @@ def save_replay_buffer_compact(buffer: Any, path: Path) -> None:
         pickle.dump({"pos": buffer.pos, "full": buffer.full, "filled": filled, "arrays": arrays}, file)
 
 
-def load_replay_buffer_compact(buffer: Any, path: Path) -> None:
-    """Fill a freshly created replay buffer of the same size from ``save_replay_buffer_compact``."""
+def read_replay_buffer_compact(path: Path) -> dict[str, Any]:
+    """
+    What ``save_replay_buffer_compact`` wrote: ``pos``, ``full``, ``filled`` and ``arrays`` (each buffer array's
+    first ``filled`` rows, by attribute name; dict observations as dicts of arrays).
+    """
     import gzip
 
     with gzip.open(path, "rb") as file:
-        saved = pickle.load(file)
+        return pickle.load(file)
+
+
+def load_replay_buffer_compact(buffer: Any, path: Path) -> None:
+    """Fill a freshly created replay buffer of the same size from ``save_replay_buffer_compact``."""
+    saved = read_replay_buffer_compact(path)
     current = _buffer_arrays(buffer)
     for name, value in saved["arrays"].items():
         if isinstance(value, dict):

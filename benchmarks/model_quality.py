@@ -35,9 +35,7 @@ imagined step does):
 """
 
 import argparse
-import gzip
 import json
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -45,12 +43,13 @@ from typing import Any
 import numpy as np
 import torch as th
 from compare import paper_s2vg_kwargs  # beside this script
+from exact_checkpoints import read_replay_buffer_compact
 from option_cost import merged, parse_variant
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_s2vg import S2VG
-from sb3_s2vg.model_training import fit_world_model, holdout_mask
+from sb3_s2vg.model_training import MAX_HOLDOUT, fit_world_model, holdout_mask
 from sb3_s2vg.world_model import WorldModel
 
 
@@ -61,8 +60,7 @@ def load_transitions(checkpoint_dir: Path) -> dict[str, np.ndarray]:
     :return: ``observations``, ``next_observations`` (n, obs_dim), ``actions`` (n, action_dim), ``rewards``,
         ``dones``, ``timeouts`` (n,), in the order the run collected them
     """
-    with gzip.open(checkpoint_dir / "replay_buffer.pkl.gz", "rb") as file:
-        saved = pickle.load(file)
+    saved = read_replay_buffer_compact(checkpoint_dir / "replay_buffer.pkl.gz")
     if saved["full"]:
         raise ValueError(f"--buffer: the replay buffer in {checkpoint_dir} has wrapped around; its order is lost")
     arrays = saved["arrays"]
@@ -119,7 +117,7 @@ def train(model: S2VG, data: dict[str, np.ndarray], train_steps: int, schedule: 
             world_model,
             world_model.optimizer,
             samples(data, np.flatnonzero(~held_out)),
-            samples(data, rng.permutation(np.flatnonzero(held_out))[:5000]),
+            samples(data, rng.permutation(np.flatnonzero(held_out))[:MAX_HOLDOUT]),
             model.model_batch_size,
             model.model_loss,
             model.model_max_epochs,
