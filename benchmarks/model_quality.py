@@ -49,7 +49,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_s2vg import S2VG
-from sb3_s2vg.model_training import MAX_HOLDOUT, fit_world_model, holdout_mask
+from sb3_s2vg.model_training import fit_world_model, holdout_split, optimizer_step
 from sb3_s2vg.world_model import WorldModel
 
 
@@ -106,18 +106,15 @@ def train(model: S2VG, data: dict[str, np.ndarray], train_steps: int, schedule: 
         updates = (train_steps - model.learning_starts) * model.model_gradient_steps
         for _ in range(updates):
             batch = samples(data, rng.integers(train_steps, size=model.model_batch_size))
-            losses = world_model.loss(*batch[:3], batch.rewards, batch.dones, model.model_loss)
-            world_model.optimizer.zero_grad()
-            sum(losses).backward()  # type: ignore[union-attr]
-            world_model.optimizer.step()
+            optimizer_step(world_model.optimizer, world_model.loss(*batch[:3], batch.rewards, batch.dones, model.model_loss))
         epochs = 0
     else:
-        held_out = holdout_mask(np.arange(train_steps), model.model_holdout_ratio)
+        train_indices, holdout_indices = holdout_split(np.arange(train_steps), model.model_holdout_ratio, rng)
         fit = fit_world_model(
             world_model,
             world_model.optimizer,
-            samples(data, np.flatnonzero(~held_out)),
-            samples(data, rng.permutation(np.flatnonzero(held_out))[:MAX_HOLDOUT]),
+            samples(data, train_indices),
+            samples(data, holdout_indices),
             model.model_batch_size,
             model.model_loss,
             model.model_max_epochs,

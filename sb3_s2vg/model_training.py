@@ -66,10 +66,46 @@ def holdout_mask(indices: np.ndarray, ratio: float) -> np.ndarray:
     return hashed < np.uint64(int(ratio * 2**32))
 
 
+def holdout_split(indices: np.ndarray, ratio: float, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """
+    The training and held-out slots of one fit. The held-out ones are those ``holdout_mask`` picks, at most
+    ``MAX_HOLDOUT`` of them drawn at random; while it picks none (a small buffer), every slot is both trained on and
+    scored.
+
+    :param indices: The slots to split, shape (n,)
+    :param ratio: Fraction held out, in (0, 1)
+    :param rng: Draw the held-out set as the first ``MAX_HOLDOUT`` of a random order from this generator; without
+        it, with numpy's global generator (``np.random.choice``, only when there are more than ``MAX_HOLDOUT``)
+    :return: Training slots, shape (n_train,), and held-out slots, shape (n_holdout,)
+    """
+    held_out = holdout_mask(indices, ratio)
+    holdout = indices[held_out] if held_out.any() else indices
+    if rng is not None:
+        holdout = rng.permutation(holdout)[:MAX_HOLDOUT]
+    elif len(holdout) > MAX_HOLDOUT:
+        holdout = np.random.choice(holdout, MAX_HOLDOUT, replace=False)
+    return indices[~held_out], holdout
+
+
 def _rows(data: ReplayBufferSamples, rows: th.Tensor) -> ReplayBufferSamples:
     """The transitions ``rows`` of ``data`` (observations may be dicts of tensors; optional fields None)."""
 
     return ReplayBufferSamples(*(None if field is None else select_observations(field, rows) for field in data))  # type: ignore[arg-type]
+
+
+def optimizer_step(optimizer: th.optim.Optimizer, losses: tuple[th.Tensor, ...]) -> th.Tensor:
+    """
+    One gradient step of the world model on the sum of its losses (``WorldModel.loss``: eq. 6 and the termination
+    classifier's cross-entropy).
+
+    :param optimizer: The world model's optimizer
+    :param losses: Dynamics, reward and termination losses (scalars, attached to their graphs)
+    :return: The losses, detached and stacked, shape (3,)
+    """
+    optimizer.zero_grad()
+    sum(losses).backward()  # type: ignore[union-attr]
+    optimizer.step()
+    return th.stack([value.detach() for value in losses])
 
 
 def fit_world_model(
@@ -109,10 +145,7 @@ def fit_world_model(
         for start in range(0, len(order), batch_size):
             batch = _rows(train, order[start : start + batch_size])
             losses = world_model.loss(*batch[:3], batch.rewards, batch.dones, loss)  # obs, actions, next obs
-            optimizer.zero_grad()
-            sum(losses).backward()  # type: ignore[union-attr]
-            optimizer.step()
-            epoch_losses.append(th.stack([value.detach() for value in losses]))
+            epoch_losses.append(optimizer_step(optimizer, losses))
             updates += 1
         epochs += 1
         train_losses = th.stack(epoch_losses).mean(0)

@@ -30,7 +30,7 @@ from stable_baselines3.sac.policies import Actor
 
 from sb3_s2vg.imagined_buffer import ImaginedTransitions, cat_observations, cat_samples, select_observations
 from sb3_s2vg.manual_gradients import ManualActorCriticGradients
-from sb3_s2vg.model_training import MAX_HOLDOUT, ModelFit, fit_world_model, holdout_mask
+from sb3_s2vg.model_training import ModelFit, fit_world_model, holdout_split, optimizer_step
 from sb3_s2vg.policies import (
     BatchedContinuousCritic,
     MlpPolicy,
@@ -781,11 +781,7 @@ class S2VG(OffPolicyAlgorithm):
     def _train_world_model(self) -> th.Tensor:
         """One world-model step on a fresh real batch. :return: the three losses stacked, shape (3,)"""
         data = self.replay_buffer.sample(self.model_batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-        losses = self._world_model_loss(data)
-        self.world_model.optimizer.zero_grad()
-        sum(losses).backward()  # type: ignore[union-attr]
-        self.world_model.optimizer.step()
-        return th.stack([loss.detach() for loss in losses])
+        return optimizer_step(self.world_model.optimizer, self._world_model_loss(data))
 
     def _slots_written_since(self, position: int) -> np.ndarray:
         """
@@ -870,14 +866,11 @@ class S2VG(OffPolicyAlgorithm):
         indices = np.arange(buffer.size())
         if buffer.optimize_memory_usage and buffer.full:  # the slot about to be overwritten has no next observation
             indices = indices[indices != buffer.pos]
-        held_out = holdout_mask(indices, self.model_holdout_ratio)
-        holdout_indices = indices[held_out] if held_out.any() else indices  # too few transitions yet: score on them all
-        if len(holdout_indices) > MAX_HOLDOUT:
-            holdout_indices = np.random.choice(holdout_indices, MAX_HOLDOUT, replace=False)
+        train_indices, holdout_indices = holdout_split(indices, self.model_holdout_ratio)
         fit = fit_world_model(
             self.world_model,
             self.world_model.optimizer,
-            self._buffer_samples(indices[~held_out]),
+            self._buffer_samples(train_indices),
             self._buffer_samples(holdout_indices),
             self.model_batch_size,
             self.model_loss,

@@ -7,7 +7,7 @@ import pytest
 import torch as th
 
 from sb3_s2vg import S2VG
-from sb3_s2vg.model_training import fit_world_model, holdout_mask
+from sb3_s2vg.model_training import MAX_HOLDOUT, fit_world_model, holdout_mask, holdout_split
 
 
 def test_holdout_mask_is_a_fixed_fraction_of_the_slots():
@@ -17,6 +17,20 @@ def test_holdout_mask_is_a_fixed_fraction_of_the_slots():
     assert np.array_equal(mask[5000:6000], holdout_mask(np.arange(5000, 6000), 0.2))  # per slot, not per call
     assert abs(mask[:1000].mean() - 0.2) < 0.05  # spread over the buffer, not in one region
     assert not holdout_mask(indices, 1e-9).any()
+
+
+def test_holdout_split_caps_the_held_out_set_and_scores_everything_while_nothing_is_held_out():
+    indices = np.arange(40_000)
+    train, holdout = holdout_split(indices, 0.2)
+    assert len(holdout) == MAX_HOLDOUT and len(np.unique(holdout)) == MAX_HOLDOUT  # 8,000 held out, 5,000 drawn
+    assert holdout_mask(holdout, 0.2).all() and not holdout_mask(train, 0.2).any()
+    assert len(train) == (~holdout_mask(indices, 0.2)).sum()  # no held-out slot is trained on, none dropped
+    drawn = [holdout_split(indices, 0.2, np.random.default_rng(1))[1] for _ in range(2)]
+    assert np.array_equal(drawn[0], drawn[1]) and len(drawn[0]) == MAX_HOLDOUT  # a generator makes it reproducible
+    few = np.arange(3)
+    assert not holdout_mask(few, 0.01).any()
+    train, holdout = holdout_split(few, 0.01)
+    assert np.array_equal(train, few) and np.array_equal(holdout, few)
 
 
 def _model_with_data(n_models=1, steps=600):
