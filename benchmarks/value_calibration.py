@@ -9,10 +9,12 @@ min_j Q_j(s_t, a_t) with the realised discounted soft return
     G_t = Σ_k γ^k (r_{t+k} − α log π(a_{t+k} | s_{t+k}))
 
 over the rest of the episode: exact after a termination, closed with γ V(s_T) at a time-limit truncation. Reported
-per agent: the episodes' mean return and length and the fraction that terminated, the mean of V and of G over all
-steps, V − G (mean), min Q − (G + α log π) (mean; Q's target has no entropy term at its own step), the correlation
-of V with G over steps, and V against G 50 and 10 steps before a termination (does V see a fall coming?). min Q is
-over all the critics (``min_q_subset`` is not applied).
+per agent: the episodes' mean return and length and the fraction that terminated, the per-step means of α log π and
+of the soft reward r − α log π (where it is negative, a fixed α makes ending the episode worth more than living:
+the terminal state's value is 0), the mean of V and of G over all steps, V − G (mean), min Q − (G + α log π)
+(mean; Q's target has no entropy term at its own step), the correlation of V with G over steps, and V against G 50
+and 10 steps before a termination (does V see a fall coming?). min Q is over all the critics (``min_q_subset`` is
+not applied).
 
     python benchmarks/value_calibration.py --env Walker2d-v5 --episodes 3 \\
         benchmarks/results/Walker2d-v5/checkpoints/s2vg-img08-ens5_seed0/agent.zip
@@ -104,7 +106,8 @@ def value_calibration(model: "S2VG", env_id: str, episodes: int, seed: int) -> d
     :param env_id: Gymnasium environment id
     :param episodes: Episodes to run with the stochastic policy
     :param seed: Seed of the first episode's reset (then ``seed + 1``, ...) and of the policy's noise
-    :return: ``return``, ``length`` (means over episodes), ``terminated`` (fraction of episodes), ``v``, ``g``
+    :return: ``return``, ``length`` (means over episodes), ``terminated`` (fraction of episodes), ``alpha_log_pi``
+        and ``soft_reward`` (means over all steps of α log π(a_t | s_t) and of r_t − α log π(a_t | s_t)), ``v``, ``g``
         (means over all steps), ``v_minus_g`` (mean over steps of V(s_t) − G_t), ``q_minus_g`` (of min Q(s_t, a_t)
         minus its realised target G_t + α log π(a_t | s_t): Q's target has no entropy term at t), ``corr``
         (correlation of V with G over steps), and for each n in ``BEFORE_END``, ``v_before_<n>`` and
@@ -116,11 +119,14 @@ def value_calibration(model: "S2VG", env_id: str, episodes: int, seed: int) -> d
     runs = [run_episode(model, env, seed + episode) for episode in range(episodes)]
     env.close()
     v, g = np.concatenate([run.values for run in runs]), np.concatenate([run.returns for run in runs])
+    alpha_log_pi = np.concatenate([run.alpha * run.log_probs for run in runs])
     q_errors = np.concatenate([run.min_q - (run.returns + run.alpha * run.log_probs) for run in runs])
     result = {
         "return": float(np.mean([run.rewards.sum() for run in runs])),
         "length": float(np.mean([len(run.rewards) for run in runs])),
         "terminated": float(np.mean([run.terminated for run in runs])),
+        "alpha_log_pi": float(alpha_log_pi.mean()),
+        "soft_reward": float((np.concatenate([run.rewards for run in runs]) - alpha_log_pi).mean()),
         "v": float(v.mean()),
         "g": float(g.mean()),
         "v_minus_g": float((v - g).mean()),
@@ -145,15 +151,17 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(1)
     before = " | ".join(f"V / G {n} steps before a termination" for n in BEFORE_END)
-    print(f"| agent | return | length (terminated) | V | G | V − G | min Q − (G + α log π) | corr(V, G) | {before} |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(BEFORE_END))
+    columns = "α log π | r − α log π | V | G | V − G | min Q − (G + α log π) | corr(V, G)"
+    print(f"| agent | return | length (terminated) | {columns} | {before} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(BEFORE_END))
     for path in args.agents:
         model = S2VG.load(path, device="cpu")
         r = value_calibration(model, args.env, args.episodes, args.seed)
         cells = " | ".join(f"{r[f'v_before_{n}']:,.1f} / {r[f'g_before_{n}']:,.1f}" for n in BEFORE_END)
         print(
             f"| {path.parent.name} | {r['return']:,.0f} | {r['length']:.0f} ({100 * r['terminated']:.0f} %) "
-            f"| {r['v']:,.1f} | {r['g']:,.1f} | {r['v_minus_g']:+,.1f} | {r['q_minus_g']:+,.1f} | {r['corr']:.2f} | {cells} |"
+            f"| {r['alpha_log_pi']:+.2f} | {r['soft_reward']:+.2f} | {r['v']:,.1f} | {r['g']:,.1f} "
+            f"| {r['v_minus_g']:+,.1f} | {r['q_minus_g']:+,.1f} | {r['corr']:.2f} | {cells} |"
         )
 
 

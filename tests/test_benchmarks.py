@@ -335,6 +335,9 @@ def test_value_calibration_compares_v_with_the_realised_soft_return():
     summary = value_calibration(hopper, "Hopper-v5", episodes=1, seed=0)
     assert summary["terminated"] == 1.0 and np.isnan(summary["v_before_50"])
     assert (summary["v_before_10"], summary["g_before_10"]) == (fallen.values[-10], fallen.returns[-10])
+    # per-step means of α log π and of the soft reward r − α log π, over the steps of all episodes
+    assert summary["alpha_log_pi"] == pytest.approx(fallen.alpha * fallen.log_probs.mean(), rel=1e-6)
+    assert summary["soft_reward"] == pytest.approx((fallen.rewards - fallen.alpha * fallen.log_probs).mean(), rel=1e-6)
 
 
 def test_model_quality_scores_trained_world_models_on_the_transitions_after_their_data(tmp_path):
