@@ -67,13 +67,15 @@ WORLD_MODEL_OPTIONS = (
 class ActorCriticLosses(NamedTuple):
     """
     Scalar losses of one actor-critic update (eq. 7, eq. 8, eq. 10-11) and of the entropy coefficient (None when
-    α is constant); logged as ``train/<field>_loss``.
+    α is constant), logged as ``train/<field>_loss``; and the policy's entropy estimate on the update's real states,
+    −mean log π(a|s) over the batch (detached), logged as ``train/entropy``.
     """
 
     critic: th.Tensor
     value: th.Tensor
     actor: th.Tensor
     ent_coef: th.Tensor | None
+    entropy: th.Tensor
 
 
 class CriticRegression(NamedTuple):
@@ -909,7 +911,8 @@ class S2VG(OffPolicyAlgorithm):
         for optimizer in (self.critic.optimizer, self.value_net.optimizer, self.actor.optimizer):
             optimizer.zero_grad()
         (critic_loss + value_loss + actor_loss).backward()
-        return ActorCriticLosses(critic_loss.detach(), value_loss.detach(), actor_loss.detach(), ent_coef_loss)
+        entropy = -log_prob.detach().mean()
+        return ActorCriticLosses(critic_loss.detach(), value_loss.detach(), actor_loss.detach(), ent_coef_loss, entropy)
 
     def _manual_actor_critic_gradients(self, data: ReplayBufferSamples) -> ActorCriticLosses:
         """
@@ -926,7 +929,8 @@ class S2VG(OffPolicyAlgorithm):
         critic_loss = manual.critic_gradients(*self._critic_targets(data))
         value_loss = manual.value_gradients(policy, ent_coef, self._min_q_members())
         actor_loss = manual.actor_gradients(policy, ent_coef, self.gamma)
-        return ActorCriticLosses(critic_loss, value_loss, actor_loss, ent_coef_loss)
+        entropy = -policy.sample.log_prob.mean()
+        return ActorCriticLosses(critic_loss, value_loss, actor_loss, ent_coef_loss, entropy)
 
     def _actor_critic_update(self, data: ReplayBufferSamples) -> ActorCriticLosses:
         """
@@ -999,7 +1003,7 @@ class S2VG(OffPolicyAlgorithm):
             for _ in range(self.actor_critic_updates):
                 data = self._actor_critic_batch(batch_size)
                 losses = self._actor_critic_update(data)
-                ac_losses.append(th.stack([losses.critic, losses.value, losses.actor]))
+                ac_losses.append(th.stack([losses.critic, losses.value, losses.actor, losses.entropy]))
                 if losses.ent_coef is not None:
                     ent_coef_losses.append(losses.ent_coef)
                 self._n_actor_critic_updates += 1
@@ -1019,24 +1023,25 @@ class S2VG(OffPolicyAlgorithm):
     ) -> None:
         """
         Record the mean losses of one ``train`` call under ``train/`` (names from ``WorldModelLosses`` and
-        ``ActorCriticLosses``), α, and the world model's held-out error; one host-device synchronisation.
+        ``ActorCriticLosses``), the policy's mean entropy estimate, α, and the world model's held-out error; one
+        host-device synchronisation.
 
         :param model_losses: Per world-model update, the ``WorldModelLosses`` stacked, shape (3,) each
-        :param ac_losses: Per actor-critic update, the critic, value and actor losses stacked, shape (3,) each
+        :param ac_losses: Per actor-critic update, the critic, value and actor losses and the entropy estimate stacked,
+            shape (4,) each
         :param ent_coef_losses: Per actor-critic update, α's loss when it is learned (scalars), else empty
         :param fit: The world-model fit of this call (``model_train_freq``), if one ran: its epochs, updates and
             held-out loss are logged as ``train/model_fit_*``
         :raises RuntimeError: when a loss is not finite (training diverged)
         """
-        *ac_fields, ent_coef_field = ActorCriticLosses._fields
         to_log = [th.stack(ac_losses).mean(0), self._current_ent_coef().reshape(1)]
-        names = [f"{field}_loss" for field in ac_fields] + ["ent_coef"]
+        names = ["critic_loss", "value_loss", "actor_loss", "entropy", "ent_coef"]
         if model_losses:  # none between two fits with model_train_freq
             to_log.insert(0, th.stack(model_losses).mean(0))
             names[:0] = [f"{field}_loss" for field in WorldModelLosses._fields]
         if ent_coef_losses:
             to_log.append(th.stack(ent_coef_losses).mean().reshape(1))
-            names.append(f"{ent_coef_field}_loss")
+            names.append("ent_coef_loss")
         values = th.cat(to_log).cpu().numpy()
         if not np.all(np.isfinite(values)):
             bad = [name for name, value in zip(names, values) if not np.isfinite(value)]

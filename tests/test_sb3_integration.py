@@ -96,11 +96,35 @@ def test_tensorboard_logs_every_loss_and_progress_bar(tmp_path):
         "dynamics_loss",
         "reward_loss",
         "ent_coef",
+        "entropy",
         "model_holdout_obs_mse",
         "model_holdout_obs_nmse",
         "model_holdout_reward_mse",
     ]:
         assert f"train/{name}" in tags, name
+
+
+@pytest.mark.parametrize("manual_gradients", [False, True])
+def test_logged_entropy_is_the_policys_entropy(manual_gradients):
+    """train/entropy is −mean log π(a|s) of the update's policy samples: for a policy fixed at tanh(N(0, σ²)), the
+    Gaussian's entropy ½ log(2πe σ²) less the tanh correction (about σ² for a small σ)."""
+    model = S2VG(
+        "MlpPolicy", "Pendulum-v1", learning_starts=300, actor_critic_updates=1, policy_kwargs=SMALL, seed=0,
+        manual_gradients=manual_gradients,
+    )  # fmt: skip
+    model.learn(300)  # fills the buffer; no update yet
+    entropies = {}
+    for log_std in (0.0, -3.0):
+        with th.no_grad():  # every state: mean 0, log σ = log_std; the first update samples from this policy
+            for layer, bias in ((model.actor.mu, 0.0), (model.actor.log_std, log_std)):
+                layer.weight.zero_()
+                layer.bias.fill_(bias)
+        model.train(gradient_steps=1, batch_size=1024)
+        entropies[log_std] = model.logger.name_to_value["train/entropy"]
+    sigma = np.exp(-3.0)
+    assert entropies[-3.0] == pytest.approx(0.5 * np.log(2 * np.pi * np.e * sigma**2) - sigma**2, abs=0.08)
+    # σ = 1: the tanh correction E[log(1 − tanh²(u) + 1e-6)], u ~ N(0, 1), is −0.749 (Monte Carlo, 10⁷ samples)
+    assert entropies[0.0] == pytest.approx(0.5 * np.log(2 * np.pi * np.e) - 0.749, abs=0.08)
 
 
 def test_learned_entropy_coefficient_moves():
