@@ -10,8 +10,8 @@ min_j Q_j(s_t, a_t) with the realised discounted soft return
 
 over the rest of the episode: exact after a termination, closed with γ V(s_T) at a time-limit truncation. Reported
 per agent: the episodes' mean return and length and the fraction that terminated, the per-step means of α log π and
-of the soft reward r − α log π (where it is negative, a fixed α makes ending the episode worth more than living:
-the terminal state's value is 0), the mean of V and of G over all steps, V − G (mean), min Q − (G + α log π)
+of the soft reward r − α log π (where it is negative, ending the episode tends to be worth more than living: the
+terminal state's value is 0), the mean of V and of G over all steps, V − G (mean), min Q − (G + α log π)
 (mean; Q's target has no entropy term at its own step), the correlation of V with G over steps, and V against G 50
 and 10 steps before a termination (does V see a fall coming?). min Q is over all the critics (``min_q_subset`` is
 not applied).

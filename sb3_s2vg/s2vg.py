@@ -67,8 +67,9 @@ WORLD_MODEL_OPTIONS = (
 class ActorCriticLosses(NamedTuple):
     """
     Scalar losses of one actor-critic update (eq. 7, eq. 8, eq. 10-11) and of the entropy coefficient (None when
-    α is constant), logged as ``train/<field>_loss``; and the policy's entropy estimate on the update's real states,
-    −mean log π(a|s) over the batch (detached), logged as ``train/entropy``.
+    α is constant), logged as ``train/<field>_loss``; and the policy's entropy estimate on the update's batch states
+    (real, or with ``imagined_ratio`` partly imagined), −mean log π(a|s) over the batch (detached), logged as
+    ``train/entropy``.
     """
 
     critic: th.Tensor

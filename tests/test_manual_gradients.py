@@ -59,7 +59,7 @@ def _gradients(model: S2VG, data, seed: int) -> tuple[list[th.Tensor], list[th.T
         module.zero_grad(set_to_none=True)
     th.manual_seed(seed)
     losses = model._actor_critic_gradients(data)
-    loss_values = [losses.critic, losses.value, losses.actor]
+    loss_values = [losses.critic, losses.value, losses.actor, losses.entropy]
     if losses.ent_coef is not None:
         loss_values.append(losses.ent_coef.detach())
     grads = [p.grad for module in (model.actor, model.critic, model.value_net) for p in module.parameters()]
