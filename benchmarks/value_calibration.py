@@ -12,9 +12,11 @@ over the rest of the episode: exact after a termination, closed with γ V(s_T) a
 per agent: the episodes' mean return and length and the fraction that terminated, the per-step means of α log π and
 of the soft reward r − α log π (where it is negative, ending the episode tends to be worth more than living: the
 terminal state's value is 0), the mean of V and of G over all steps, V − G (mean), min Q − (G + α log π)
-(mean; Q's target has no entropy term at its own step), the correlation of V with G over steps, and V against G 50
-and 10 steps before a termination (does V see a fall coming?). min Q is over all the critics (``min_q_subset`` is
-not applied).
+(mean; Q's target has no entropy term at its own step), the correlation of V with G over steps, V against G 50
+and 10 steps before a termination (does V see a fall coming?), and the agent's world-model done probability d̂(s_t, a_t)
+(its learned classifier, or its termination function on the model's mean predicted next state) at the real
+terminations and elsewhere (does the model end imagined episodes where the real ones end? These transitions are new
+to it). min Q is over all the critics (``min_q_subset`` is not applied).
 
     python benchmarks/value_calibration.py --env Walker2d-v5 --episodes 3 \\
         benchmarks/results/Walker2d-v5/checkpoints/s2vg-img08-ens5_seed0/agent.zip
@@ -67,6 +69,7 @@ class Episode(NamedTuple):
     returns: np.ndarray  #: G_t, the realised discounted soft return from s_t (``discounted_soft_returns``)
     terminated: bool  #: whether the episode ended in a termination (else a time-limit truncation)
     alpha: float  #: the agent's entropy coefficient α
+    done_probs: np.ndarray  #: the world model's done probability d̂(s_t, a_t) (``done_probabilities``), NaN without one
 
 
 def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
@@ -79,7 +82,7 @@ def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
     """
     alpha = float(model._current_ent_coef())
     obs, _ = env.reset(seed=seed)
-    observations, rewards, log_probs, min_q = [], [], [], []
+    observations, actions, rewards, log_probs, min_q = [], [], [], [], []
     done, terminated = False, False
     while not done:
         obs_tensor = model.policy.obs_to_tensor(obs)[0]
@@ -87,6 +90,7 @@ def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
             action, log_prob = model.actor.action_log_prob(obs_tensor)
             min_q.append(float(min_over_critics(model.critic.stacked(obs_tensor, action))))
         observations.append(obs)
+        actions.append(action)
         log_probs.append(float(log_prob))
         obs, reward, terminated, truncated, _ = env.step(model.policy.unscale_action(action.cpu().numpy()[0]))
         rewards.append(float(reward))
@@ -95,7 +99,26 @@ def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
         values = model.value_net(model.policy.obs_to_tensor(np.asarray(observations))[0]).flatten().cpu().numpy()
         tail = 0.0 if terminated else float(model.value_net(model.policy.obs_to_tensor(obs)[0]))
     returns = discounted_soft_returns(np.asarray(rewards), np.asarray(log_probs), alpha, model.gamma, tail)
-    return Episode(values, np.asarray(min_q), np.asarray(rewards), np.asarray(log_probs), returns, bool(terminated), alpha)
+    done_probs = done_probabilities(model, model.policy.obs_to_tensor(np.asarray(observations))[0], th.cat(actions))
+    return Episode(
+        values, np.asarray(min_q), np.asarray(rewards), np.asarray(log_probs), returns, bool(terminated), alpha, done_probs
+    )
+
+
+def done_probabilities(model: "S2VG", observations: th.Tensor, actions: th.Tensor) -> np.ndarray:
+    """
+    The world model's done probability d̂(s_t, a_t) of each transition, as an imagined step decides it: the learned
+    classifier, or the termination function (which takes precedence) on the model's mean predicted next state. Drawn
+    on a fork of torch's random stream (an ensemble picks a member per sample), so the episodes do not change.
+
+    :param model: A trained S2VG agent
+    :param observations: Shape (T, obs_dim)
+    :param actions: The policy's actions in [-1, 1], shape (T, action_dim)
+    :return: Shape (T,), all NaN when the world model has no termination model
+    """
+    with th.no_grad(), th.random.fork_rng():
+        dones = model.world_model(observations, actions, deterministic=True).dones
+    return np.full(len(actions), np.nan) if dones is None else dones.flatten().cpu().numpy().astype(np.float64)
 
 
 def value_calibration(model: "S2VG", env_id: str, episodes: int, seed: int) -> dict[str, float]:
@@ -112,7 +135,8 @@ def value_calibration(model: "S2VG", env_id: str, episodes: int, seed: int) -> d
         minus its realised target G_t + α log π(a_t | s_t): Q's target has no entropy term at t), ``corr``
         (correlation of V with G over steps), and for each n in ``BEFORE_END``, ``v_before_<n>`` and
         ``g_before_<n>``: means over the terminated episodes at n steps before their end (NaN where none terminated
-        or lasted that long)
+        or lasted that long), ``done_prob_terminal`` (mean d̂ at the terminations) and ``done_prob_other`` (at every
+        other step) (NaN without a termination model, or without a termination)
     """
     th.manual_seed(seed)
     env = gym.make(env_id)
@@ -133,6 +157,10 @@ def value_calibration(model: "S2VG", env_id: str, episodes: int, seed: int) -> d
         "q_minus_g": float(q_errors.mean()),
         "corr": float(np.corrcoef(v, g)[0, 1]) if v.std() > 0 and g.std() > 0 else float("nan"),
     }
+    terminal = [run.done_probs[-1] for run in runs if run.terminated]
+    other = np.concatenate([run.done_probs[:-1] if run.terminated else run.done_probs for run in runs])
+    result["done_prob_terminal"] = float(np.mean(terminal)) if terminal else float("nan")
+    result["done_prob_other"] = float(np.mean(other)) if len(other) else float("nan")
     for n in BEFORE_END:
         ends = [(run.values[-n], run.returns[-n]) for run in runs if run.terminated and len(run.rewards) >= n]
         result[f"v_before_{n}"] = float(np.mean([end[0] for end in ends])) if ends else float("nan")
@@ -152,8 +180,8 @@ def main() -> None:
     th.set_num_threads(1)
     before = " | ".join(f"V / G {n} steps before a termination" for n in BEFORE_END)
     columns = "α log π | r − α log π | V | G | V − G | min Q − (G + α log π) | corr(V, G)"
-    print(f"| agent | return | length (terminated) | {columns} | {before} |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(BEFORE_END))
+    print(f"| agent | return | length (terminated) | {columns} | {before} | d̂ at the terminations / elsewhere |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * (len(BEFORE_END) + 1))
     for path in args.agents:
         model = S2VG.load(path, device="cpu")
         r = value_calibration(model, args.env, args.episodes, args.seed)
@@ -161,7 +189,8 @@ def main() -> None:
         print(
             f"| {path.parent.name} | {r['return']:,.0f} | {r['length']:.0f} ({100 * r['terminated']:.0f} %) "
             f"| {r['alpha_log_pi']:+.2f} | {r['soft_reward']:+.2f} | {r['v']:,.1f} | {r['g']:,.1f} "
-            f"| {r['v_minus_g']:+,.1f} | {r['q_minus_g']:+,.1f} | {r['corr']:.2f} | {cells} |"
+            f"| {r['v_minus_g']:+,.1f} | {r['q_minus_g']:+,.1f} | {r['corr']:.2f} | {cells} "
+            f"| {r['done_prob_terminal']:.3f} / {r['done_prob_other']:.4f} |"
         )
 
 

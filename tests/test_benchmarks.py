@@ -338,6 +338,21 @@ def test_value_calibration_compares_v_with_the_realised_soft_return():
     # per-step means of α log π and of the soft reward r − α log π, over the steps of all episodes
     assert summary["alpha_log_pi"] == pytest.approx(fallen.alpha * fallen.log_probs.mean(), rel=1e-6)
     assert summary["soft_reward"] == pytest.approx((fallen.rewards - fallen.alpha * fallen.log_probs).mean(), rel=1e-6)
+    # the world model's done probability on the episode's transitions: its termination function on the predicted next
+    # state, at the termination (the last step) and elsewhere; NaN without a termination model (Pendulum)
+    assert fallen.done_probs.shape == fallen.rewards.shape and set(np.unique(fallen.done_probs)) <= {0.0, 1.0}
+    assert summary["done_prob_terminal"] == fallen.done_probs[-1]
+    assert summary["done_prob_other"] == pytest.approx(fallen.done_probs[:-1].mean())
+    assert np.isnan(result["done_prob_terminal"]) and np.isnan(result["done_prob_other"])
+    learned = S2VG("MlpPolicy", "Hopper-v5", seed=0, learn_termination=True, policy_kwargs=dict(net_arch=[8]))
+    th.manual_seed(0)
+    classified = run_episode(learned, gym.make("Hopper-v5"), seed=0)
+    obs = learned.policy.obs_to_tensor(gym.make("Hopper-v5").reset(seed=0)[0])[0]
+    th.manual_seed(0)
+    first_action = learned.actor.action_log_prob(obs)[0].detach()  # the episode's first action (the same noise)
+    with th.no_grad():
+        expected = th.sigmoid(learned.world_model.termination(learned.world_model.inputs(obs.float(), first_action)))
+    assert classified.done_probs[0] == pytest.approx(float(expected), rel=1e-5)  # the classifier's probability
 
 
 def test_model_quality_scores_trained_world_models_on_the_transitions_after_their_data(tmp_path):
