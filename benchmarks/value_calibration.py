@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch as th
+from stable_baselines3.common.type_aliases import PyTorchObs
 
 from sb3_s2vg.policies import min_over_critics
 
@@ -105,7 +106,7 @@ def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
     )
 
 
-def done_probabilities(model: "S2VG", observations: th.Tensor, actions: th.Tensor) -> np.ndarray:
+def done_probabilities(model: "S2VG", observations: PyTorchObs, actions: th.Tensor) -> np.ndarray:
     """
     The world model's done probability d̂(s_t, a_t) of each transition, as an imagined step decides it: the learned
     classifier, or the termination function (which takes precedence) on the model's mean predicted next state. Drawn
