@@ -137,7 +137,7 @@ def value_calibration(model: "S2VG", env_id: str, episodes: int, seed: int) -> d
         (correlation of V with G over steps), and for each n in ``BEFORE_END``, ``v_before_<n>`` and
         ``g_before_<n>``: means over the terminated episodes at n steps before their end (NaN where none terminated
         or lasted that long), ``done_prob_terminal`` (mean d̂ at the terminations) and ``done_prob_other`` (at every
-        other step) (NaN without a termination model, or without a termination)
+        other step) (NaN without a termination model; ``done_prob_terminal`` also where no episode terminated)
     """
     th.manual_seed(seed)
     env = gym.make(env_id)
