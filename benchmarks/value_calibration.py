@@ -96,11 +96,12 @@ def run_episode(model: "S2VG", env: gym.Env, seed: int) -> Episode:
         obs, reward, terminated, truncated, _ = env.step(model.policy.unscale_action(action.cpu().numpy()[0]))
         rewards.append(float(reward))
         done = terminated or truncated
+    obs_batch = model.policy.obs_to_tensor(np.asarray(observations))[0]
     with th.no_grad():
-        values = model.value_net(model.policy.obs_to_tensor(np.asarray(observations))[0]).flatten().cpu().numpy()
+        values = model.value_net(obs_batch).flatten().cpu().numpy()
         tail = 0.0 if terminated else float(model.value_net(model.policy.obs_to_tensor(obs)[0]))
     returns = discounted_soft_returns(np.asarray(rewards), np.asarray(log_probs), alpha, model.gamma, tail)
-    done_probs = done_probabilities(model, model.policy.obs_to_tensor(np.asarray(observations))[0], th.cat(actions))
+    done_probs = done_probabilities(model, obs_batch, th.cat(actions))
     return Episode(
         values, np.asarray(min_q), np.asarray(rewards), np.asarray(log_probs), returns, bool(terminated), alpha, done_probs
     )

@@ -18,6 +18,10 @@ import torch as th
 #: five widths 0.007
 SOFT_TERMINATION_WIDTH = 0.02
 
+#: Walker2d-v5's healthy range (the environment's defaults): height z in (0.8, 2.0), |torso angle| < 1.0 rad
+WALKER2D_HEIGHT_RANGE = (0.8, 2.0)
+WALKER2D_MAX_ANGLE = 1.0
+
 
 def hopper_termination(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> th.Tensor:
     """
@@ -44,7 +48,8 @@ def walker2d_termination(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor)
     :return: Shape (batch, 1)
     """
     height, angle = next_obs[:, 0], next_obs[:, 1]
-    healthy = (height > 0.8) & (height < 2.0) & (angle.abs() < 1.0)
+    low, high = WALKER2D_HEIGHT_RANGE
+    healthy = (height > low) & (height < high) & (angle.abs() < WALKER2D_MAX_ANGLE)
     return (~healthy).float().unsqueeze(1)
 
 
@@ -62,8 +67,9 @@ def walker2d_soft_termination(obs: th.Tensor, action: th.Tensor, next_obs: th.Te
     :return: Shape (batch, 1), in [0, 1]
     """
     height, angle = next_obs[:, 0], next_obs[:, 1]
-    width = SOFT_TERMINATION_WIDTH
-    healthy = th.sigmoid((height - 0.8) / width) * th.sigmoid((2.0 - height) / width) * th.sigmoid((1.0 - angle.abs()) / width)
+    low, high = WALKER2D_HEIGHT_RANGE
+    margins = th.stack([height - low, high - height, WALKER2D_MAX_ANGLE - angle.abs()])  # > 0 inside the healthy range
+    healthy = th.sigmoid(margins / SOFT_TERMINATION_WIDTH).prod(dim=0)
     return (1.0 - healthy).unsqueeze(1)
 
 
