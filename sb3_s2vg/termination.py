@@ -38,18 +38,29 @@ def hopper_termination(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -
     return (~healthy).float().unsqueeze(1)
 
 
+def walker2d_healthy_margins(next_obs: th.Tensor) -> th.Tensor:
+    """
+    How far Walker2d-v5's state is inside each bound of its healthy range: z − 0.8, 2.0 − z and 1.0 − |angle|, all
+    positive exactly when the state is healthy. ``next_obs[:, 0]`` is z, ``next_obs[:, 1]`` the torso angle.
+
+    :param next_obs: Shape (batch, 17)
+    :return: Shape (3, batch)
+    """
+    height, angle = next_obs[:, 0], next_obs[:, 1]
+    low, high = WALKER2D_HEIGHT_RANGE
+    return th.stack([height - low, high - height, WALKER2D_MAX_ANGLE - angle.abs()])
+
+
 def walker2d_termination(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> th.Tensor:
     """
-    Walker2d-v5: healthy while 0.8 < z < 2.0 and |angle| < 1.0.
+    Walker2d-v5: healthy while 0.8 < z < 2.0 and |angle| < 1.0 (every ``walker2d_healthy_margins`` positive).
 
     :param obs: Shape (batch, 17)
     :param action: Shape (batch, 6)
     :param next_obs: Shape (batch, 17)
     :return: Shape (batch, 1)
     """
-    height, angle = next_obs[:, 0], next_obs[:, 1]
-    low, high = WALKER2D_HEIGHT_RANGE
-    healthy = (height > low) & (height < high) & (angle.abs() < WALKER2D_MAX_ANGLE)
+    healthy = (walker2d_healthy_margins(next_obs) > 0).all(dim=0)
     return (~healthy).float().unsqueeze(1)
 
 
@@ -66,10 +77,7 @@ def walker2d_soft_termination(obs: th.Tensor, action: th.Tensor, next_obs: th.Te
     :param next_obs: Shape (batch, 17)
     :return: Shape (batch, 1), in [0, 1]
     """
-    height, angle = next_obs[:, 0], next_obs[:, 1]
-    low, high = WALKER2D_HEIGHT_RANGE
-    margins = th.stack([height - low, high - height, WALKER2D_MAX_ANGLE - angle.abs()])  # > 0 inside the healthy range
-    healthy = th.sigmoid(margins / SOFT_TERMINATION_WIDTH).prod(dim=0)
+    healthy = th.sigmoid(walker2d_healthy_margins(next_obs) / SOFT_TERMINATION_WIDTH).prod(dim=0)
     return (1.0 - healthy).unsqueeze(1)
 
 

@@ -8,9 +8,8 @@ import torch as th
 from sb3_s2vg import S2VG
 from sb3_s2vg.termination import (
     SOFT_TERMINATION_WIDTH,
-    WALKER2D_HEIGHT_RANGE,
-    WALKER2D_MAX_ANGLE,
     hopper_termination,
+    walker2d_healthy_margins,
     walker2d_soft_termination,
     walker2d_termination,
 )
@@ -48,9 +47,7 @@ def test_walker2d_soft_termination_agrees_with_the_environment_and_is_smooth():
     assert soft.shape == (len(terminated),) and bool(((soft >= 0) & (soft <= 1)).all())
     assert bool((soft[th.as_tensor(terminated)] >= 0.5).all())
     # away from every bound (five widths or more) it is the 0/1 function within 0.03 (three bounds at 1 − σ(5) each)
-    height, angle = next_obs[:, 0], next_obs[:, 1]
-    low, high = WALKER2D_HEIGHT_RANGE
-    margin = th.stack([height - low, high - height, WALKER2D_MAX_ANGLE - angle.abs()]).abs().min(0).values
+    margin = walker2d_healthy_margins(next_obs).abs().min(0).values
     far = margin >= 5 * SOFT_TERMINATION_WIDTH
     assert far.sum() > len(far) // 2
     np.testing.assert_allclose(soft[far].numpy(), terminated[far.numpy()].astype(np.float32), atol=0.03)
