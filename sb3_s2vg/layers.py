@@ -17,20 +17,30 @@ def inplace_activation(activation_fn: type[nn.Module]) -> nn.Module:
 
 
 def make_mlp(
-    input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool = False
+    input_dim: int,
+    output_dim: int,
+    net_arch: list[int],
+    activation_fn: type[nn.Module],
+    layer_norm: bool = False,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
     """
     SB3's ``create_mlp`` (Linear, activation, ..., Linear) with in-place activations where possible.
 
     :param layer_norm: ``nn.LayerNorm`` after each hidden product, before its activation (Linear, LayerNorm,
         activation, ..., Linear), as in DroQ (Hiraoka et al., 2022) and DHMBPO's critics and model
+    :param dropout: ``nn.Dropout`` of this rate after each hidden product, before the layer norm (DroQ's order:
+        Linear, Dropout, LayerNorm, activation); 0 adds none
     """
     modules = create_mlp(input_dim, output_dim, net_arch, activation_fn)
     layers: list[nn.Module] = []
     for module in modules:
         if isinstance(module, activation_fn):
+            width = layers[-1].out_features
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             if layer_norm:
-                layers.append(nn.LayerNorm(layers[-1].out_features))  # type: ignore[arg-type]
+                layers.append(nn.LayerNorm(width))  # type: ignore[arg-type]
             module = inplace_activation(activation_fn)
         layers.append(module)
     return nn.Sequential(*layers)
@@ -49,6 +59,8 @@ class BatchedMLP(nn.Module):
     :param activation_fn: Activation function between layers
     :param layer_norm: Each member's own layer norm (affine, initialised as ``nn.LayerNorm``) after each hidden
         product, before the activation, as ``make_mlp(..., layer_norm=True)``
+    :param dropout: Dropout of this rate after each hidden product, before the layer norm, in training mode only
+        (as ``make_mlp(..., dropout=...)``); 0 adds none
     """
 
     def __init__(
@@ -59,10 +71,12 @@ class BatchedMLP(nn.Module):
         net_arch: list[int],
         activation_fn: type[nn.Module],
         layer_norm: bool = False,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.n_members = n_members
         self.layer_norm = layer_norm
+        self.dropout = dropout
         sizes = [input_dim, *net_arch, output_dim]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -91,6 +105,8 @@ class BatchedMLP(nn.Module):
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             x = th.baddbmm(select(bias), x, select(weight))
             if index < last:
+                if self.dropout > 0:
+                    x = F.dropout(x, self.dropout, self.training)
                 if self.layer_norm:
                     gain, shift = select(self.norm_weights[index]), select(self.norm_biases[index])
                     x = th.addcmul(shift, F.layer_norm(x, x.shape[-1:]), gain)

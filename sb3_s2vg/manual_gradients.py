@@ -322,6 +322,8 @@ class ManualActorCriticGradients:
         """
         if policy_horizon != 1:
             return f"policy_horizon={policy_horizon}"
+        if critic.q_networks.dropout > 0:
+            return f"critic_dropout={critic.q_networks.dropout}"
         if critic.q_networks.layer_norm:
             return "layer_norm=True"
         if world_model.n_models > 1:

@@ -179,6 +179,7 @@ class BatchedContinuousCritic(BaseModel):
     :param normalize_images: Whether to divide images by 255
     :param n_critics: Number of Q networks
     :param layer_norm: Layer norm after each hidden product (``BatchedMLP``)
+    :param dropout: Dropout rate after each hidden product, in training mode (``BatchedMLP``)
     """
 
     def __init__(
@@ -192,13 +193,14 @@ class BatchedContinuousCritic(BaseModel):
         normalize_images: bool = True,
         n_critics: int = 2,
         layer_norm: bool = False,
+        dropout: float = 0.0,
     ):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
         )
         self.n_critics = n_critics
         input_dim = features_dim + get_action_dim(action_space)
-        self.q_networks = BatchedMLP(n_critics, input_dim, 1, net_arch, activation_fn, layer_norm)
+        self.q_networks = BatchedMLP(n_critics, input_dim, 1, net_arch, activation_fn, layer_norm, dropout)
 
     def stacked(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
         """
@@ -227,6 +229,7 @@ class ValueNetwork(BaseModel):
     :param activation_fn: Activation function
     :param normalize_images: Whether to divide images by 255
     :param layer_norm: Layer norm after each hidden product (``make_mlp``)
+    :param dropout: Dropout rate after each hidden product, in training mode (``make_mlp``)
     """
 
     def __init__(
@@ -239,11 +242,12 @@ class ValueNetwork(BaseModel):
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
         layer_norm: bool = False,
+        dropout: float = 0.0,
     ):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
         )
-        self.v_net = make_mlp(features_dim, 1, net_arch, activation_fn, layer_norm)
+        self.v_net = make_mlp(features_dim, 1, net_arch, activation_fn, layer_norm, dropout)
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         """
@@ -289,6 +293,11 @@ class S2VGPolicy(BasePolicy):
     :param n_elites: The ensemble members that predict (see ``WorldModel``)
     :param normalize_input: Standardise the observations at the input of the actor, the Q networks and V with the
         world model's running observation statistics (``NormalizedFlattenExtractor``); an option, not the paper's
+    :param critic_dropout: Dropout of this rate after each hidden product of the Q networks and V (before the layer
+        norm, DroQ's order), active only where they are trained: Q in eq. 7's regression, V in eq. 8's; the Q values
+        of eq. 8's target, the target V and the V of the policy objective (eq. 10-11) are evaluated without it (as
+        DHMBPO's code evaluates its critics for the policy). DroQ (Hiraoka et al., 2022) and DHMBPO's critics; an
+        option, not the paper's. In [0, 1); 0 (the default) adds none
     """
 
     actor: Actor
@@ -323,8 +332,13 @@ class S2VGPolicy(BasePolicy):
         ensemble_prediction: str = "random",
         n_elites: int | None = None,
         normalize_input: bool = False,
+        critic_dropout: float = 0.0,
     ):
         check_observation_space(observation_space)
+        if isinstance(critic_dropout, bool) or not isinstance(critic_dropout, int | float) or not 0.0 <= critic_dropout < 1.0:
+            raise ValueError(
+                f"critic_dropout must be a dropout rate in [0, 1) (0: no dropout in Q and V), got {critic_dropout!r}"
+            )
         if normalize_input and features_extractor_class not in (FlattenExtractor, CombinedExtractor):
             raise ValueError(
                 "normalize_input=True gives the actor, critics and V their features extractor (the standardised flat "
@@ -355,6 +369,7 @@ class S2VGPolicy(BasePolicy):
         self.ensemble_prediction = ensemble_prediction
         self.n_elites = n_elites
         self.normalize_input = normalize_input
+        self.critic_dropout = float(critic_dropout)
         self.sde_kwargs = {"use_sde": use_sde, "log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         self.net_args = {
             "observation_space": self.observation_space,
@@ -418,11 +433,17 @@ class S2VGPolicy(BasePolicy):
             "net_arch": self.resolved_net_arch["qf"],
             "n_critics": self.n_critics,
             "layer_norm": self.layer_norm,
+            "dropout": self.critic_dropout,
         }
         return BatchedContinuousCritic(**self._update_features_extractor(kwargs))
 
     def _make_value_net(self) -> ValueNetwork:
-        kwargs = {**self.net_args, "net_arch": self.resolved_net_arch["vf"], "layer_norm": self.layer_norm}
+        kwargs = {
+            **self.net_args,
+            "net_arch": self.resolved_net_arch["vf"],
+            "layer_norm": self.layer_norm,
+            "dropout": self.critic_dropout,
+        }
         return ValueNetwork(**self._update_features_extractor(kwargs))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -442,6 +463,7 @@ class S2VGPolicy(BasePolicy):
                 ensemble_prediction=self.ensemble_prediction,
                 n_elites=self.n_elites,
                 normalize_input=self.normalize_input,
+                critic_dropout=self.critic_dropout,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,

@@ -7,7 +7,7 @@ import warnings
 import zipfile
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import cloudpickle
@@ -695,7 +695,7 @@ class S2VG(OffPolicyAlgorithm):
         :param ent_coef: α, a scalar tensor
         :return: Scalar loss
         """
-        with th.no_grad():
+        with th.no_grad(), self._without_dropout(self.critic):
             q_values = self.critic.stacked(observations, actions_pi)
             target = min_over_critics(q_values, self._min_q_members()) - ent_coef * log_prob
         return 0.5 * (self.value_net(observations) - target).square().mean()
@@ -734,10 +734,18 @@ class S2VG(OffPolicyAlgorithm):
             discount *= self.gamma
             obs = prediction.next_observations
         assert objective is not None
-        next_values = self.value_net(obs)
+        with self._without_dropout(self.value_net):
+            next_values = self.value_net(obs)
         if alive is not None:
             next_values = alive * next_values
         return -(objective + discount * next_values).mean()
+
+    def _without_dropout(self, module: th.nn.Module) -> AbstractContextManager[None]:
+        """
+        ``module`` (Q or V) in evaluation mode where it serves as a target or as the policy's objective, with the
+        policy's ``critic_dropout``; nothing to switch without it.
+        """
+        return evaluation_mode(module) if self.policy.critic_dropout > 0 else nullcontext()
 
     def _min_q_members(self) -> th.Tensor | None:
         """
@@ -1232,6 +1240,17 @@ def frozen_parameters(all_parameters: list[th.Tensor]) -> Iterator[None]:
     finally:
         for param in parameters:
             param.requires_grad_(True)
+
+
+@contextmanager
+def evaluation_mode(module: th.nn.Module) -> Iterator[None]:
+    """Within the context, ``module`` is in evaluation mode (no dropout); then back in the mode it was in."""
+    mode = module.training
+    module.train(False)
+    try:
+        yield
+    finally:
+        module.train(mode)
 
 
 def value_expansion_targets(rewards: th.Tensor, dones: th.Tensor, bootstrap_values: th.Tensor, gamma: float) -> th.Tensor:

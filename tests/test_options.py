@@ -65,6 +65,66 @@ def test_layer_norm_option_builds_normalised_critics_value_and_model(tmp_path):
     _assert_same_policy_state(model, loaded, "norm")
 
 
+def test_batched_mlp_dropout_acts_in_training_mode_only():
+    """With ``dropout``, training-mode outputs are random and evaluation-mode ones are the network without it."""
+    th.manual_seed(0)
+    with_dropout = BatchedMLP(3, 5, 2, [64, 64], nn.ReLU, layer_norm=True, dropout=0.5)
+    plain = BatchedMLP(3, 5, 2, [64, 64], nn.ReLU, layer_norm=True)
+    plain.load_state_dict(with_dropout.state_dict())
+    x = th.randn(7, 5)
+    with_dropout.eval()
+    th.testing.assert_close(with_dropout(x), plain(x))
+    with_dropout.train()
+    first, second = with_dropout(x), with_dropout(x)
+    assert not th.allclose(first, second) and not th.allclose(first, plain(x))
+    sequential = make_mlp(5, 2, [8, 4], nn.ReLU, layer_norm=True, dropout=0.1)
+    kinds = [type(m) for m in sequential]
+    assert kinds == [nn.Linear, nn.Dropout, nn.LayerNorm, nn.ReLU] * 2 + [nn.Linear]  # DroQ's order
+
+
+def test_critic_dropout_trains_q_and_v_with_it_and_evaluates_targets_and_the_policy_objective_without(tmp_path):
+    model = S2VG(
+        "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, model_batch_size=32, seed=0,
+        policy_kwargs=dict(net_arch=[16, 16], layer_norm=True, critic_dropout=0.1),
+    )  # fmt: skip
+    assert model.critic.q_networks.dropout == 0.1
+    for network in (model.value_net.v_net, model.value_target.v_net):
+        assert sum(isinstance(m, nn.Dropout) for m in network) == 2
+    assert not model.value_target.training
+    assert not any(isinstance(m, nn.Dropout) for m in [*model.actor.modules(), *model.world_model.modules()])
+    reason = ManualActorCriticGradients.unsupported_reason(model.actor, model.critic, model.value_net, model.world_model)
+    assert reason == "critic_dropout=0.1" and model._manual_gradients is None
+    model.learn(120)
+
+    # Which networks run with dropout in which loss: record each forward's training flag
+    modes: list[tuple[str, bool]] = []
+    for name, module in (("q", model.critic.q_networks), ("v", model.value_net), ("v_target", model.value_target)):
+        module.register_forward_hook(lambda m, args, out, name=name: modes.append((name, m.training)))
+    model.policy.set_training_mode(True)
+    data = model.replay_buffer.sample(32)
+    actions, log_prob = model._sample_actions(data.observations)
+    model._critic_loss(data)
+    assert modes == [("v_target", False), ("q", True)]  # eq. 7: the target V without, Q trained with it
+    modes.clear()
+    model._value_loss(data.observations, actions.detach(), log_prob.detach(), model.ent_coef_tensor)
+    assert modes == [("q", False), ("v", True)]  # eq. 8: the target's Q without, V trained with it
+    modes.clear()
+    model._actor_loss(data.observations, actions, log_prob, model.ent_coef_tensor)
+    assert modes == [("v", False)]  # eq. 10-11: V(f(s, a)) without
+    assert model.critic.training and model.value_net.training  # switched back
+
+    model.save(tmp_path / "model")
+    loaded = S2VG.load(tmp_path / "model")
+    assert loaded.policy.critic_dropout == 0.1 and loaded.critic.q_networks.dropout == 0.1
+    _assert_same_policy_state(model, loaded, "norm")
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, True, "0.1"])
+def test_critic_dropout_rejects_a_rate_outside_zero_to_one(rate):
+    with pytest.raises(ValueError, match=r"critic_dropout must be a dropout rate in \[0, 1\)"):
+        S2VG("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(critic_dropout=rate))
+
+
 def _value_loss_and_members(model: S2VG, observations, actions, log_prob, seed: int):
     """eq. 8's loss and, from the same random state, the subset of critics it took the minimum over."""
     th.manual_seed(seed)
