@@ -2,8 +2,9 @@
 Polyak target, and the world model (dynamics, reward, optional termination)."""
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BaseModel, BasePolicy
@@ -335,7 +336,8 @@ class S2VGPolicy(BasePolicy):
         critic_dropout: float = 0.0,
     ):
         check_observation_space(observation_space)
-        if isinstance(critic_dropout, bool) or not isinstance(critic_dropout, int | float) or not 0.0 <= critic_dropout < 1.0:
+        is_rate = isinstance(critic_dropout, int | float | np.integer | np.floating) and not isinstance(critic_dropout, bool)
+        if not is_rate or not 0.0 <= critic_dropout < 1.0:
             raise ValueError(
                 f"critic_dropout must be a dropout rate in [0, 1) (0: no dropout in Q and V), got {critic_dropout!r}"
             )
@@ -482,6 +484,14 @@ class S2VGPolicy(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self.actor(observation, deterministic)
+
+    def train(self, mode: bool = True) -> Self:
+        """``nn.Module.train``, except that the value target stays in evaluation mode (no ``critic_dropout``)."""
+        super().train(mode)
+        value_target: nn.Module | None = self._modules.get("value_target")  # None while the policy is being built
+        if value_target is not None:
+            value_target.train(False)
+        return self
 
     def set_training_mode(self, mode: bool) -> None:
         """

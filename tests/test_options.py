@@ -82,10 +82,22 @@ def test_batched_mlp_dropout_acts_in_training_mode_only():
     assert kinds == [nn.Linear, nn.Dropout, nn.LayerNorm, nn.ReLU] * 2 + [nn.Linear]  # DroQ's order
 
 
-def test_critic_dropout_trains_q_and_v_with_it_and_evaluates_targets_and_the_policy_objective_without(tmp_path):
+def test_batched_mlp_dropout_comes_before_the_layer_norm(monkeypatch):
+    """DroQ's order in ``BatchedMLP``: a dropout that scales its input by 3 changes nothing before a layer norm."""
+    th.manual_seed(0)
+    network = BatchedMLP(2, 5, 1, [16, 16], nn.ReLU, layer_norm=True, dropout=0.5)
+    x = th.randn(4, 5)
+    with th.no_grad():
+        expected = network.eval()(x)
+        monkeypatch.setattr("sb3_s2vg.layers.F.dropout", lambda h, p, training: 3.0 * h)
+        th.testing.assert_close(network.train()(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_critic_dropout_trains_q_and_v_with_it_and_evaluates_targets_and_the_policy_objective_without(tmp_path, layer_norm):
     model = S2VG(
         "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, model_batch_size=32, seed=0,
-        policy_kwargs=dict(net_arch=[16, 16], layer_norm=True, critic_dropout=0.1),
+        policy_kwargs=dict(net_arch=[16, 16], layer_norm=layer_norm, critic_dropout=0.1),
     )  # fmt: skip
     assert model.critic.q_networks.dropout == 0.1
     for network in (model.value_net.v_net, model.value_target.v_net):
@@ -112,17 +124,24 @@ def test_critic_dropout_trains_q_and_v_with_it_and_evaluates_targets_and_the_pol
     model._actor_loss(data.observations, actions, log_prob, model.ent_coef_tensor)
     assert modes == [("v", False)]  # eq. 10-11: V(f(s, a)) without
     assert model.critic.training and model.value_net.training  # switched back
+    model.policy.train()  # nn.Module's train() too keeps the target V without dropout
+    assert model.value_net.training and not model.value_target.training
 
     model.save(tmp_path / "model")
     loaded = S2VG.load(tmp_path / "model")
     assert loaded.policy.critic_dropout == 0.1 and loaded.critic.q_networks.dropout == 0.1
-    _assert_same_policy_state(model, loaded, "norm")
+    _assert_same_policy_state(model, loaded, "v_net")
 
 
-@pytest.mark.parametrize("rate", [1.0, -0.1, True, "0.1"])
+@pytest.mark.parametrize("rate", [1.0, -0.1, float("nan"), True, "0.1"])
 def test_critic_dropout_rejects_a_rate_outside_zero_to_one(rate):
     with pytest.raises(ValueError, match=r"critic_dropout must be a dropout rate in \[0, 1\)"):
         S2VG("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(critic_dropout=rate))
+
+
+def test_critic_dropout_accepts_numpy_rates():
+    model = S2VG("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(critic_dropout=np.float32(0.25)))
+    assert model.critic.q_networks.dropout == 0.25 and model.policy.critic_dropout == 0.25
 
 
 def _value_loss_and_members(model: S2VG, observations, actions, log_prob, seed: int):
