@@ -112,3 +112,69 @@ class BatchedMLP(nn.Module):
                     x = th.addcmul(shift, F.layer_norm(x, x.shape[-1:]), gain)
                 x = self.activation(x)
         return x
+
+
+class ValueScale(nn.Module):
+    """
+    DHMBPO's scaled and bounded critic (4kubo/erl_lib, ``agent/sac.py``: ``scaled_critic``, ``bounded_critic``): the
+    Q networks and V output ``raw * width + center``, where ``[center - width, center + width]`` is a running estimate
+    of the range of values, the ``quantile`` and ``1 - quantile`` quantiles of a batch's soft rewards r − α log π
+    divided by 1 − γ, set by the first batch and then moved toward each batch's by ``rate`` (an exponential moving
+    average). The same range bounds the value targets (``clip``). Shared by the Q networks, V and the target V, so
+    that all three read one range; its tensors are buffers (saved with the policy, not trained, not averaged).
+
+    :param quantile: Lower quantile of the soft rewards (DHMBPO's ``reward_q_th_lb``, 0.01)
+    :param rate: Step of the moving average toward each batch's range (DHMBPO's learning rate, 3e-4)
+    """
+
+    center: th.Tensor
+    width: th.Tensor
+    lower: th.Tensor
+    upper: th.Tensor
+    initialized: th.Tensor
+
+    def __init__(self, quantile: float = 0.01, rate: float = 3e-4):
+        super().__init__()
+        self.quantile = quantile
+        self.rate = rate
+        self.register_buffer("center", th.zeros(()))
+        self.register_buffer("width", th.ones(()))
+        self.register_buffer("lower", th.tensor(-float("inf")))
+        self.register_buffer("upper", th.tensor(float("inf")))
+        self.register_buffer("initialized", th.tensor(False))
+
+    def forward(self, raw: th.Tensor) -> th.Tensor:
+        """
+        :param raw: A network's outputs, any shape
+        :return: ``raw * width + center``, the same shape
+        """
+        return th.addcmul(self.center, raw, self.width)
+
+    def clip(self, values: th.Tensor) -> th.Tensor:
+        """
+        :param values: Value targets, any shape
+        :return: The values clipped into the running range ``[lower, upper]`` (unchanged before the first update)
+        """
+        return values.clamp(self.lower, self.upper)
+
+    @th.no_grad()
+    def update(self, soft_rewards: th.Tensor, gamma: float) -> None:
+        """
+        Move the range toward this batch's: ``quantile`` and ``1 - quantile`` quantiles of the soft rewards over
+        1 − γ (set to them on the first call).
+
+        :param soft_rewards: r − α log π(a|s) of a batch, shape (batch, 1)
+        :param gamma: The discount γ
+        """
+        levels = th.tensor([self.quantile, 1.0 - self.quantile], dtype=soft_rewards.dtype, device=soft_rewards.device)
+        lower, upper = (th.quantile(soft_rewards.flatten(), levels) / (1.0 - gamma)).unbind()
+        if bool(self.initialized):
+            self.lower.lerp_(lower, self.rate)
+            self.upper.lerp_(upper, self.rate)
+        else:
+            self.lower.copy_(lower)
+            self.upper.copy_(upper)
+            self.initialized.fill_(True)
+        self.center.copy_((self.upper + self.lower) / 2)
+        # A batch of equal soft rewards has no range; the floor keeps the networks' outputs from vanishing
+        self.width.copy_(((self.upper - self.lower) / 2).clamp(min=1e-6))

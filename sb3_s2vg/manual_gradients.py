@@ -326,6 +326,8 @@ class ManualActorCriticGradients:
             return f"critic_dropout={critic.q_networks.dropout}"
         if critic.q_networks.layer_norm:
             return "layer_norm=True"
+        if critic.value_scale is not None:
+            return "value_scaling=True"
         if world_model.n_models > 1:
             return f"an ensemble world model (n_models={world_model.n_models})"
         if actor.use_sde:

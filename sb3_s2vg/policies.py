@@ -18,7 +18,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import Actor
 from torch import nn
 
-from sb3_s2vg.layers import BatchedMLP, make_mlp
+from sb3_s2vg.layers import BatchedMLP, ValueScale, make_mlp
 from sb3_s2vg.world_model import ObservationFlattener, RunningNormalizer, TerminationFn, WorldModel
 
 #: Parts of the policy whose hidden layers ``net_arch`` can set, and their defaults (the paper's Table 2 general
@@ -181,6 +181,8 @@ class BatchedContinuousCritic(BaseModel):
     :param n_critics: Number of Q networks
     :param layer_norm: Layer norm after each hidden product (``BatchedMLP``)
     :param dropout: Dropout rate after each hidden product, in training mode (``BatchedMLP``)
+    :param value_scale: The policy's shared ``ValueScale`` (``value_scaling=True``): the outputs are scaled by it and
+        the last product starts at zero (so every Q starts at the range's center), as DHMBPO's critics; None for none
     """
 
     def __init__(
@@ -195,6 +197,7 @@ class BatchedContinuousCritic(BaseModel):
         n_critics: int = 2,
         layer_norm: bool = False,
         dropout: float = 0.0,
+        value_scale: ValueScale | None = None,
     ):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
@@ -202,6 +205,11 @@ class BatchedContinuousCritic(BaseModel):
         self.n_critics = n_critics
         input_dim = features_dim + get_action_dim(action_space)
         self.q_networks = BatchedMLP(n_critics, input_dim, 1, net_arch, activation_fn, layer_norm, dropout)
+        self.value_scale = value_scale
+        if value_scale is not None:
+            with th.no_grad():
+                self.q_networks.weights[-1].zero_()
+                self.q_networks.biases[-1].zero_()
 
     def stacked(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
         """
@@ -211,7 +219,8 @@ class BatchedContinuousCritic(BaseModel):
         """
         assert self.features_extractor is not None
         features = self.extract_features(obs, self.features_extractor)
-        return self.q_networks(th.cat([features, actions], dim=1))
+        q_values = self.q_networks(th.cat([features, actions], dim=1))
+        return q_values if self.value_scale is None else self.value_scale(q_values)
 
     def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
         """As SB3's ``ContinuousCritic``: a tuple of ``n_critics`` tensors of shape (batch, 1)."""
@@ -231,6 +240,7 @@ class ValueNetwork(BaseModel):
     :param normalize_images: Whether to divide images by 255
     :param layer_norm: Layer norm after each hidden product (``make_mlp``)
     :param dropout: Dropout rate after each hidden product, in training mode (``make_mlp``)
+    :param value_scale: The policy's shared ``ValueScale``, as ``BatchedContinuousCritic``'s; None for none
     """
 
     def __init__(
@@ -244,11 +254,19 @@ class ValueNetwork(BaseModel):
         normalize_images: bool = True,
         layer_norm: bool = False,
         dropout: float = 0.0,
+        value_scale: ValueScale | None = None,
     ):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
         )
         self.v_net = make_mlp(features_dim, 1, net_arch, activation_fn, layer_norm, dropout)
+        self.value_scale = value_scale
+        if value_scale is not None:
+            last = self.v_net[-1]
+            assert isinstance(last, nn.Linear)
+            with th.no_grad():
+                last.weight.zero_()
+                last.bias.zero_()
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         """
@@ -256,7 +274,8 @@ class ValueNetwork(BaseModel):
         :return: State values of shape (batch, 1)
         """
         assert self.features_extractor is not None
-        return self.v_net(self.extract_features(obs, self.features_extractor))
+        values = self.v_net(self.extract_features(obs, self.features_extractor))
+        return values if self.value_scale is None else self.value_scale(values)
 
 
 class S2VGPolicy(BasePolicy):
@@ -299,6 +318,9 @@ class S2VGPolicy(BasePolicy):
         of eq. 8's target, the target V and the V of the policy objective (eq. 10-11) are evaluated without it (as
         DHMBPO's code evaluates its critics for the policy). DroQ (Hiraoka et al., 2022) and DHMBPO's critics; an
         option, not the paper's. In [0, 1); 0 (the default) adds none
+    :param value_scaling: DHMBPO's scaled and bounded critic (``ValueScale``): the Q networks, V and the target V
+        output ``raw * width + center`` over a running range of values estimated from the soft rewards, their last
+        products start at zero, and the targets of eq. 7 are clipped into the range. An option, not the paper's
     """
 
     actor: Actor
@@ -334,8 +356,11 @@ class S2VGPolicy(BasePolicy):
         n_elites: int | None = None,
         normalize_input: bool = False,
         critic_dropout: float = 0.0,
+        value_scaling: bool = False,
     ):
         check_observation_space(observation_space)
+        if not isinstance(value_scaling, bool | np.bool_):
+            raise ValueError(f"value_scaling must be True or False (DHMBPO's scaled critic), got {value_scaling!r}")
         is_rate = isinstance(critic_dropout, int | float | np.integer | np.floating) and not isinstance(critic_dropout, bool)
         if not is_rate or not 0.0 <= critic_dropout < 1.0:
             raise ValueError(
@@ -372,6 +397,9 @@ class S2VGPolicy(BasePolicy):
         self.n_elites = n_elites
         self.normalize_input = normalize_input
         self.critic_dropout = float(critic_dropout)
+        self.value_scaling = bool(value_scaling)
+        # Shared by the Q networks, V and the target V (built before them; its tensors are buffers, not parameters)
+        self.value_scale = ValueScale() if self.value_scaling else None
         self.sde_kwargs = {"use_sde": use_sde, "log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         self.net_args = {
             "observation_space": self.observation_space,
@@ -436,6 +464,7 @@ class S2VGPolicy(BasePolicy):
             "n_critics": self.n_critics,
             "layer_norm": self.layer_norm,
             "dropout": self.critic_dropout,
+            "value_scale": self.value_scale,
         }
         return BatchedContinuousCritic(**self._update_features_extractor(kwargs))
 
@@ -445,6 +474,7 @@ class S2VGPolicy(BasePolicy):
             "net_arch": self.resolved_net_arch["vf"],
             "layer_norm": self.layer_norm,
             "dropout": self.critic_dropout,
+            "value_scale": self.value_scale,
         }
         return ValueNetwork(**self._update_features_extractor(kwargs))
 
@@ -466,6 +496,7 @@ class S2VGPolicy(BasePolicy):
                 n_elites=self.n_elites,
                 normalize_input=self.normalize_input,
                 critic_dropout=self.critic_dropout,
+                value_scaling=self.value_scaling,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,

@@ -661,13 +661,24 @@ class S2VG(OffPolicyAlgorithm):
         """
         if self.horizon == 1:
             with th.no_grad():
-                targets = data.rewards + self.gamma * (1.0 - data.dones) * self.value_target(data.next_observations)
+                targets = data.rewards + self.gamma * (1.0 - data.dones) * self._target_values(data.next_observations)
             return CriticRegression(data.observations, data.actions, targets, None)
         observations, actions, rewards, dones, final_obs = self._imagined_rollout(data)
         with th.no_grad():
-            targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self.value_target(final_obs), self.gamma)
+            targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self._target_values(final_obs), self.gamma)
             weights = alive_weights(th.stack(dones)).flatten(0, 1)
         return CriticRegression(cat_observations(observations), th.cat(actions), targets.flatten(0, 1), weights)
+
+    def _target_values(self, observations: PyTorchObs) -> th.Tensor:
+        """
+        V_ψ̄ of eq. 7's targets; with the policy's ``value_scaling``, clipped into the running range of values
+        (DHMBPO's bounded critic, ``ValueScale.clip``).
+
+        :param observations: Observations (batch, ...)
+        :return: Target values of shape (batch, 1)
+        """
+        values = self.value_target(observations)
+        return values if self.policy.value_scale is None else self.policy.value_scale.clip(values)
 
     def _critic_loss(self, data: ReplayBufferSamples) -> th.Tensor:
         """
@@ -909,6 +920,8 @@ class S2VG(OffPolicyAlgorithm):
 
         ent_coef_loss = self._ent_coef_loss(log_prob.detach()) if self.ent_coef_optimizer is not None else None
         ent_coef = self._current_ent_coef()
+        if self.policy.value_scale is not None:  # DHMBPO's scaled critic: the range of values, before eq. 7's targets
+            self.policy.value_scale.update(data.rewards - ent_coef * log_prob.detach(), self.gamma)
 
         critic_loss = self._critic_loss(data)
         value_loss = self._value_loss(data.observations, actions_pi.detach(), log_prob.detach(), ent_coef)
@@ -1067,6 +1080,9 @@ class S2VG(OffPolicyAlgorithm):
             self.logger.record(f"train/{name}", float(value))
         if self._imagined is not None:
             self.logger.record("train/imagined_transitions", self._imagined.size)
+        if self.policy.value_scale is not None:  # value_scaling's running range of values
+            self.logger.record("train/value_range_lower", float(self.policy.value_scale.lower))
+            self.logger.record("train/value_range_upper", float(self.policy.value_scale.upper))
         if fit is not None:
             self.logger.record("train/model_fit_epochs", fit.epochs)
             self.logger.record("train/model_fit_updates", fit.updates)

@@ -8,7 +8,7 @@ from stable_baselines3.common.torch_layers import NatureCNN
 from torch import nn
 
 from sb3_s2vg import S2VG
-from sb3_s2vg.layers import BatchedMLP, make_mlp
+from sb3_s2vg.layers import BatchedMLP, ValueScale, make_mlp
 from sb3_s2vg.manual_gradients import ManualActorCriticGradients
 from sb3_s2vg.policies import NormalizedFlattenExtractor
 
@@ -142,6 +142,69 @@ def test_critic_dropout_rejects_a_rate_outside_zero_to_one(rate):
 def test_critic_dropout_accepts_numpy_rates():
     model = S2VG("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(critic_dropout=np.float32(0.25)))
     assert model.critic.q_networks.dropout == 0.25 and model.policy.critic_dropout == 0.25
+
+
+def test_value_scale_sets_its_range_from_the_first_batch_then_moves_toward_each_by_its_rate():
+    scale = ValueScale(quantile=0.0, rate=0.5)
+    raw = th.tensor([[-1.0], [0.0], [1.0]])
+    assert th.equal(scale(raw), raw) and th.equal(scale.clip(th.tensor([-1e9, 1e9])), th.tensor([-1e9, 1e9]))
+    scale.update(th.tensor([[1.0], [3.0], [2.0]]), gamma=0.5)  # quantiles 0 and 1: min 1 and max 3, over 1 - γ
+    assert (scale.lower.item(), scale.upper.item(), scale.center.item(), scale.width.item()) == (2.0, 6.0, 4.0, 2.0)
+    assert th.equal(scale(raw), th.tensor([[2.0], [4.0], [6.0]]))
+    assert th.equal(scale.clip(th.tensor([0.0, 5.0, 9.0])), th.tensor([2.0, 5.0, 6.0]))
+    scale.update(th.tensor([[5.0], [7.0]]), gamma=0.5)  # this batch's range [10, 14]; halfway there
+    assert (scale.lower.item(), scale.upper.item(), scale.center.item(), scale.width.item()) == (6.0, 10.0, 8.0, 2.0)
+    scale.update(th.full((4, 1), 8.0), gamma=0.5)  # no range in the batch: [16, 16], width from the moving bounds
+    assert (scale.lower.item(), scale.upper.item(), scale.width.item()) == (11.0, 13.0, 1.0)
+
+
+def test_value_scaling_scales_q_v_and_the_target_v_by_one_range_and_bounds_the_targets(tmp_path):
+    model = S2VG(
+        "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, model_batch_size=32, seed=0,
+        policy_kwargs=dict(net_arch=[16, 16], value_scaling=True),
+    )  # fmt: skip
+    scale = model.policy.value_scale
+    assert scale is not None and model.critic.value_scale is scale and model.value_net.value_scale is scale
+    assert model.value_target.value_scale is scale and not scale.initialized
+    reason = ManualActorCriticGradients.unsupported_reason(model.actor, model.critic, model.value_net, model.world_model)
+    assert reason == "value_scaling=True" and model._manual_gradients is None
+    assert not any(p is b for p in model.policy.parameters() for b in scale.buffers())  # not trained
+    obs = th.as_tensor(model.env.observation_space.sample()[None])
+    actions = th.zeros(1, 1)
+    # The last products start at zero: every value starts at the range's center
+    assert th.equal(model.critic.stacked(obs, actions), th.zeros(2, 1, 1)) and th.equal(model.value_net(obs), th.zeros(1, 1))
+
+    model.learn(120)
+    assert scale.initialized and scale.width > 0
+    logged = model.logger.name_to_value
+    assert (logged["train/value_range_lower"], logged["train/value_range_upper"]) == (scale.lower.item(), scale.upper.item())
+    # Pendulum's rewards are in [-16.3, 0]; the soft rewards' range over 1 - γ lies around it
+    assert -16.3 / (1 - model.gamma) - 50 < scale.lower < scale.upper < 50
+    data = model.replay_buffer.sample(32)
+    raw_q = model.critic.q_networks(th.cat([data.observations, data.actions], dim=1))
+    assert th.allclose(model.critic.stacked(data.observations, data.actions), raw_q * scale.width + scale.center)
+    raw_v = model.value_target.v_net(data.observations)
+    assert th.allclose(model.value_target(data.observations), raw_v * scale.width + scale.center)
+    # eq. 7's target V is clipped into the range
+    scale.upper.copy_(scale.center)
+    targets = model._critic_targets(data).targets
+    with th.no_grad():
+        next_values = model.value_target(data.next_observations).clamp(max=scale.center)
+        expected = data.rewards + model.gamma * (1 - data.dones) * next_values
+    assert th.allclose(targets, expected)
+
+    model.save(tmp_path / "model")
+    loaded = S2VG.load(tmp_path / "model")
+    assert loaded.policy.value_scaling and loaded.critic.value_scale is loaded.policy.value_scale
+    _assert_same_policy_state(model, loaded, "value_scale.width")
+
+
+def test_value_scaling_is_off_by_default_and_rejects_a_non_boolean():
+    model = S2VG("MlpPolicy", "Pendulum-v1")
+    assert model.policy.value_scale is None and model.critic.value_scale is None
+    assert not any("value_scale" in key for key in model.policy.state_dict())
+    with pytest.raises(ValueError, match="value_scaling must be True or False"):
+        S2VG("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(value_scaling="yes"))
 
 
 def _value_loss_and_members(model: S2VG, observations, actions, log_prob, seed: int):
