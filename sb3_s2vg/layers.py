@@ -116,12 +116,13 @@ class BatchedMLP(nn.Module):
 
 class ValueScale(nn.Module):
     """
-    DHMBPO's scaled and bounded critic (4kubo/erl_lib, ``agent/sac.py``: ``scaled_critic``, ``bounded_critic``): the
-    Q networks and V output ``raw * width + center``, where ``[center - width, center + width]`` is a running estimate
-    of the range of values, the ``quantile`` and ``1 - quantile`` quantiles of a batch's soft rewards r − α log π
-    divided by 1 − γ, set by the first batch and then moved toward each batch's by ``rate`` (an exponential moving
-    average). The same range bounds the value targets (``clip``). Shared by the Q networks, V and the target V, so
-    that all three read one range; its tensors are buffers (saved with the policy, not trained, not averaged).
+    DHMBPO's scaled and bounded critic (4kubo/erl_lib, ``agent/sac.py``: ``scaled_critic``, ``bounded_critic``,
+    ``update_critic_bound``): the Q networks and V output ``raw * width + center``, where ``[center - width,
+    center + width]`` is a running estimate of the range of values, the ``quantile`` and ``1 - quantile`` quantiles of
+    a batch's soft rewards r − α log π divided by 1 − γ, set by the first batch and then moved toward each batch's by
+    ``rate`` (an exponential moving average). The same range bounds the value targets (``clip``). Shared by the Q
+    networks, V and the target V, so that all three read one range; its tensors are buffers (saved with the policy,
+    not trained, not averaged). No host-device synchronisation.
 
     :param quantile: Lower quantile of the soft rewards (DHMBPO's ``reward_q_th_lb``, 0.01)
     :param rate: Step of the moving average toward each batch's range (DHMBPO's learning rate, 3e-4)
@@ -132,6 +133,7 @@ class ValueScale(nn.Module):
     lower: th.Tensor
     upper: th.Tensor
     initialized: th.Tensor
+    levels: th.Tensor
 
     def __init__(self, quantile: float = 0.01, rate: float = 3e-4):
         super().__init__()
@@ -142,6 +144,7 @@ class ValueScale(nn.Module):
         self.register_buffer("lower", th.tensor(-float("inf")))
         self.register_buffer("upper", th.tensor(float("inf")))
         self.register_buffer("initialized", th.tensor(False))
+        self.register_buffer("levels", th.tensor([quantile, 1.0 - quantile]), persistent=False)
 
     def forward(self, raw: th.Tensor) -> th.Tensor:
         """
@@ -164,17 +167,14 @@ class ValueScale(nn.Module):
         1 − γ (set to them on the first call).
 
         :param soft_rewards: r − α log π(a|s) of a batch, shape (batch, 1)
-        :param gamma: The discount γ
+        :param gamma: The discount γ, below 1
         """
-        levels = th.tensor([self.quantile, 1.0 - self.quantile], dtype=soft_rewards.dtype, device=soft_rewards.device)
-        lower, upper = (th.quantile(soft_rewards.flatten(), levels) / (1.0 - gamma)).unbind()
-        if bool(self.initialized):
-            self.lower.lerp_(lower, self.rate)
-            self.upper.lerp_(upper, self.rate)
-        else:
-            self.lower.copy_(lower)
-            self.upper.copy_(upper)
-            self.initialized.fill_(True)
+        batch_lower, batch_upper = (
+            th.quantile(soft_rewards.flatten(), self.levels.to(soft_rewards.dtype)) / (1.0 - gamma)
+        ).unbind()
+        self.lower.copy_(th.where(self.initialized, self.lower.lerp(batch_lower, self.rate), batch_lower))
+        self.upper.copy_(th.where(self.initialized, self.upper.lerp(batch_upper, self.rate), batch_upper))
+        self.initialized.fill_(True)
         self.center.copy_((self.upper + self.lower) / 2)
         # A batch of equal soft rewards has no range; the floor keeps the networks' outputs from vanishing
         self.width.copy_(((self.upper - self.lower) / 2).clamp(min=1e-6))

@@ -450,6 +450,11 @@ class S2VG(OffPolicyAlgorithm):
         super()._setup_model()
         self.policy_kwargs = user_policy_kwargs  # saved as given: the options are saved as S2VG's attributes
         self._create_aliases()
+        if self.policy.value_scale is not None and self.gamma >= 1.0:
+            raise ValueError(
+                f"policy_kwargs value_scaling=True needs gamma < 1 (its range of values is the soft rewards' over "
+                f"1 - gamma), got gamma={self.gamma!r}"
+            )
         self._check_termination_fn()
         self._warn_if_termination_is_unmodelled()
         if self.min_q_subset is not None:
@@ -943,7 +948,7 @@ class S2VG(OffPolicyAlgorithm):
         paths draw the same random numbers.
         """
         manual = self._manual_gradients
-        assert manual is not None
+        assert manual is not None and self.policy.value_scale is None
         policy = manual.sample_actions(data.observations)
         ent_coef_loss = self._ent_coef_loss(policy.sample.log_prob) if self.ent_coef_optimizer is not None else None
         ent_coef = self._current_ent_coef()
@@ -1064,6 +1069,9 @@ class S2VG(OffPolicyAlgorithm):
         if ent_coef_losses:
             to_log.append(th.stack(ent_coef_losses).mean().reshape(1))
             names.append("ent_coef_loss")
+        if self.policy.value_scale is not None:  # value_scaling's running range of values
+            to_log.append(th.stack([self.policy.value_scale.lower, self.policy.value_scale.upper]))
+            names += ["value_range_lower", "value_range_upper"]
         values = th.cat(to_log).cpu().numpy()
         if not np.all(np.isfinite(values)):
             bad = [name for name, value in zip(names, values) if not np.isfinite(value)]
@@ -1080,9 +1088,6 @@ class S2VG(OffPolicyAlgorithm):
             self.logger.record(f"train/{name}", float(value))
         if self._imagined is not None:
             self.logger.record("train/imagined_transitions", self._imagined.size)
-        if self.policy.value_scale is not None:  # value_scaling's running range of values
-            self.logger.record("train/value_range_lower", float(self.policy.value_scale.lower))
-            self.logger.record("train/value_range_upper", float(self.policy.value_scale.upper))
         if fit is not None:
             self.logger.record("train/model_fit_epochs", fit.epochs)
             self.logger.record("train/model_fit_updates", fit.updates)

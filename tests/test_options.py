@@ -11,6 +11,7 @@ from sb3_s2vg import S2VG
 from sb3_s2vg.layers import BatchedMLP, ValueScale, make_mlp
 from sb3_s2vg.manual_gradients import ManualActorCriticGradients
 from sb3_s2vg.policies import NormalizedFlattenExtractor
+from sb3_s2vg.s2vg import value_expansion_targets
 
 
 def _assert_same_policy_state(model: S2VG, loaded: S2VG, key_part: str) -> None:
@@ -158,9 +159,10 @@ def test_value_scale_sets_its_range_from_the_first_batch_then_moves_toward_each_
     assert (scale.lower.item(), scale.upper.item(), scale.width.item()) == (11.0, 13.0, 1.0)
 
 
-def test_value_scaling_scales_q_v_and_the_target_v_by_one_range_and_bounds_the_targets(tmp_path):
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_value_scaling_scales_q_v_and_the_target_v_by_one_range_and_bounds_the_targets(tmp_path, horizon):
     model = S2VG(
-        "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, model_batch_size=32, seed=0,
+        "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, model_batch_size=32, seed=0, horizon=horizon,
         policy_kwargs=dict(net_arch=[16, 16], value_scaling=True),
     )  # fmt: skip
     scale = model.policy.value_scale
@@ -168,43 +170,79 @@ def test_value_scaling_scales_q_v_and_the_target_v_by_one_range_and_bounds_the_t
     assert model.value_target.value_scale is scale and not scale.initialized
     reason = ManualActorCriticGradients.unsupported_reason(model.actor, model.critic, model.value_net, model.world_model)
     assert reason == "value_scaling=True" and model._manual_gradients is None
-    assert not any(p is b for p in model.policy.parameters() for b in scale.buffers())  # not trained
+    # The range is buffers, not parameters: no optimizer steps it, Polyak averaging does not touch it
+    assert len(list(scale.buffers())) == 6 and not list(scale.parameters())
+    optimized = {id(p) for module in (model.critic, model.value_net) for g in module.optimizer.param_groups for p in g["params"]}
+    assert not optimized & {id(b) for b in scale.buffers()}
     obs = th.as_tensor(model.env.observation_space.sample()[None])
-    actions = th.zeros(1, 1)
-    # The last products start at zero: every value starts at the range's center
-    assert th.equal(model.critic.stacked(obs, actions), th.zeros(2, 1, 1)) and th.equal(model.value_net(obs), th.zeros(1, 1))
+    # The last products start at zero (with the initial center 0 and width 1, every value is 0)
+    assert th.equal(model.critic.stacked(obs, th.zeros(1, 1)), th.zeros(2, 1, 1)) and th.equal(
+        model.value_net(obs), th.zeros(1, 1)
+    )
 
+    updates = []
+    update = scale.update
+    scale.update = lambda *args: (updates.append(1), update(*args))[1]  # type: ignore[method-assign]
     model.learn(120)
-    assert scale.initialized and scale.width > 0
+    assert len(updates) == model._n_actor_critic_updates > 0  # once per actor-critic update
+    del scale.update
     logged = model.logger.name_to_value
     assert (logged["train/value_range_lower"], logged["train/value_range_upper"]) == (scale.lower.item(), scale.upper.item())
-    # Pendulum's rewards are in [-16.3, 0]; the soft rewards' range over 1 - γ lies around it
-    assert -16.3 / (1 - model.gamma) - 50 < scale.lower < scale.upper < 50
+
+    # The first update sets the range to the quantiles of r - α log π (policy samples at the batch states) over 1 - γ
     data = model.replay_buffer.sample(32)
+    scale.initialized.fill_(False)
+    th.manual_seed(1)
+    model._actor_critic_gradients(data)
+    th.manual_seed(1)
+    _, log_prob = model._sample_actions(data.observations)
+    soft_rewards = (data.rewards - model.ent_coef_tensor * log_prob).flatten()
+    expected_range = th.quantile(soft_rewards, th.tensor([0.01, 0.99])) / (1 - model.gamma)
+    assert th.allclose(th.stack([scale.lower, scale.upper]), expected_range)
+    assert th.allclose(th.stack([scale.center, scale.width]), th.stack([expected_range.mean(), expected_range.diff()[0] / 2]))
+
     raw_q = model.critic.q_networks(th.cat([data.observations, data.actions], dim=1))
     assert th.allclose(model.critic.stacked(data.observations, data.actions), raw_q * scale.width + scale.center)
-    raw_v = model.value_target.v_net(data.observations)
-    assert th.allclose(model.value_target(data.observations), raw_v * scale.width + scale.center)
-    # eq. 7's target V is clipped into the range
-    scale.upper.copy_(scale.center)
-    targets = model._critic_targets(data).targets
+    for network in (model.value_net, model.value_target):
+        assert th.allclose(network(data.observations), network.v_net(data.observations) * scale.width + scale.center)
+
+    # eq. 7's target V (at the rollout's end for H > 1) is clipped into the range: a range of one point c gives c
+    th.manual_seed(2)
     with th.no_grad():
-        next_values = model.value_target(data.next_observations).clamp(max=scale.center)
-        expected = data.rewards + model.gamma * (1 - data.dones) * next_values
+        if horizon == 1:
+            final_obs, rewards, dones = data.next_observations, data.rewards[None], data.dones[None]
+        else:
+            _, _, reward_list, done_list, final_obs = model._imagined_rollout(data)
+            rewards, dones = th.stack(reward_list), th.stack(done_list)
+        final_values = model.value_target(final_obs)
+    c = final_values.median()  # values on both sides of it: the clip changes them
+    assert (final_values > c).any() and (final_values < c).any()
+    scale.lower.copy_(c), scale.upper.copy_(c)
+    th.manual_seed(2)
+    targets = model._critic_targets(data).targets
+    expected = value_expansion_targets(rewards, dones, c.expand(len(data.rewards), 1), model.gamma).flatten(0, 1)
     assert th.allclose(targets, expected)
 
     model.save(tmp_path / "model")
     loaded = S2VG.load(tmp_path / "model")
-    assert loaded.policy.value_scaling and loaded.critic.value_scale is loaded.policy.value_scale
+    shared = loaded.policy.value_scale
+    assert loaded.policy.value_scaling and shared is not None
+    assert (
+        loaded.critic.value_scale is shared
+        and loaded.value_net.value_scale is shared
+        and loaded.value_target.value_scale is shared
+    )
     _assert_same_policy_state(model, loaded, "value_scale.width")
 
 
-def test_value_scaling_is_off_by_default_and_rejects_a_non_boolean():
+def test_value_scaling_is_off_by_default_and_rejects_a_non_boolean_and_gamma_one():
     model = S2VG("MlpPolicy", "Pendulum-v1")
     assert model.policy.value_scale is None and model.critic.value_scale is None
     assert not any("value_scale" in key for key in model.policy.state_dict())
     with pytest.raises(ValueError, match="value_scaling must be True or False"):
         S2VG("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(value_scaling="yes"))
+    with pytest.raises(ValueError, match=r"value_scaling=True needs gamma < 1 .*got gamma=1.0"):
+        S2VG("MlpPolicy", "Pendulum-v1", gamma=1.0, policy_kwargs=dict(value_scaling=True))
 
 
 def _value_loss_and_members(model: S2VG, observations, actions, log_prob, seed: int):
