@@ -120,7 +120,7 @@ class ValueScale(nn.Module):
     ``update_critic_bound``): the Q networks and V output ``raw * width + center``, where ``[center - width,
     center + width]`` is a running estimate of the range of values, the ``quantile`` and ``1 - quantile`` quantiles of
     a batch's soft rewards r − α log π divided by 1 − γ, set by the first batch and then moved toward each batch's by
-    ``rate`` (an exponential moving average). The same range bounds the value targets (``clip``). Shared by the Q
+    ``rate`` (an exponential moving average). The same range bounds the target V in eq. 7's targets (``clip``). Shared by the Q
     networks, V and the target V, so that all three read one range; its tensors are buffers (saved with the policy,
     not trained, not averaged). No host-device synchronisation.
 

@@ -320,7 +320,7 @@ class S2VGPolicy(BasePolicy):
         option, not the paper's. In [0, 1); 0 (the default) adds none
     :param value_scaling: DHMBPO's scaled and bounded critic (``ValueScale``): the Q networks, V and the target V
         output ``raw * width + center`` over a running range of values estimated from the soft rewards, their last
-        products start at zero, and the targets of eq. 7 are clipped into the range. An option, not the paper's
+        products start at zero, and the target V in eq. 7's targets is clipped into the range. An option, not the paper's
     """
 
     actor: Actor
