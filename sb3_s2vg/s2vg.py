@@ -193,6 +193,10 @@ class S2VG(OffPolicyAlgorithm):
         (``policy_kwargs=dict(n_critics=N)``), as the paper's twin Q
     :param horizon: H of the value expansion (eq. 7); ``1`` trains Q on real transitions only, ``H > 1`` rolls
         the world model H - 1 steps forward from the real next state
+    :param soft_value_expansion: With ``horizon > 1``: the imagined steps of eq. 7's rollout contribute their soft
+        rewards r̂_k - α log π(â_k|ŝ_k) instead of r̂_k (the soft Bellman equation over H steps, as DHMBPO's
+        model-based value expansion, 4kubo/erl_lib ``SVGAgent.eval_rollout``; an option beyond the paper, whose
+        eq. 7 sums r̂_k only while V_ψ̄(ŝ_H) and eq. 8's targets are soft values); ``False`` is the paper
     :param action_noise: The action noise type (None by default)
     :param replay_buffer_class: Replay buffer class to use; if ``None``, it will be automatically selected
     :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation
@@ -282,6 +286,7 @@ class S2VG(OffPolicyAlgorithm):
         horizon: int = 1,
         policy_horizon: int = 1,
         min_q_subset: int | None = None,
+        soft_value_expansion: bool = False,
         action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -351,6 +356,13 @@ class S2VG(OffPolicyAlgorithm):
         if termination_fn is not None and not callable(termination_fn):
             raise ValueError(f"termination_fn must be callable (obs, action, next_obs) -> done, got {termination_fn!r}")
         _check_ent_coef(ent_coef)
+        if not isinstance(soft_value_expansion, bool):
+            raise ValueError(f"soft_value_expansion must be True or False, got {soft_value_expansion!r}")
+        if soft_value_expansion and horizon == 1:
+            raise ValueError(
+                "soft_value_expansion=True needs horizon > 1: with horizon=1 eq. 7 has no imagined step to add "
+                "-α log π to (its target bootstraps the soft V already)"
+            )
         if target_entropy != "auto" and not _is_finite_number(target_entropy):
             raise ValueError(f"target_entropy must be 'auto' or a float (e.g. -action_dim), got {target_entropy!r}")
 
@@ -400,6 +412,7 @@ class S2VG(OffPolicyAlgorithm):
         self.horizon = horizon
         self.policy_horizon = policy_horizon
         self.min_q_subset = min_q_subset
+        self.soft_value_expansion = soft_value_expansion
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.target_update_interval = target_update_interval
@@ -632,7 +645,9 @@ class S2VG(OffPolicyAlgorithm):
     ) -> tuple[list[PyTorchObs], list[th.Tensor], list[th.Tensor], list[th.Tensor], PyTorchObs]:
         """
         The rollout of eq. 7: the real tuple (ŝ₀, â₀, r̂₀, ŝ₁) from the replay buffer, then H − 1 imagined steps
-        with â_k ~ π(ŝ_k), r̂_k and ŝ_{k+1} sampled from the world model. No gradient flows.
+        with â_k ~ π(ŝ_k), r̂_k and ŝ_{k+1} sampled from the world model. No gradient flows. With
+        ``soft_value_expansion`` the imagined steps' rewards are the soft rewards r̂_k − α log π(â_k|ŝ_k) (α of this
+        update); the real step's r₀ stays as stored, as in the H = 1 target.
 
         :param data: Real transitions (batch,)
         :return: Lists of length H of observations, actions (batch, action_dim), rewards (batch, 1) and dones
@@ -642,14 +657,15 @@ class S2VG(OffPolicyAlgorithm):
         actions = [data.actions]
         rewards, dones = [data.rewards], [data.dones]
         next_obs = data.next_observations
+        ent_coef = self._current_ent_coef() if self.soft_value_expansion else None
         with th.no_grad():
             for _ in range(1, self.horizon):
                 obs = next_obs
-                action, _ = self._sample_actions(obs)
+                action, log_prob = self._sample_actions(obs)
                 prediction = self.world_model(obs, action)
                 observations.append(obs)
                 actions.append(action)
-                rewards.append(prediction.rewards)
+                rewards.append(prediction.rewards if ent_coef is None else prediction.rewards - ent_coef * log_prob)
                 dones.append(prediction.dones if prediction.dones is not None else th.zeros_like(prediction.rewards))
                 next_obs = prediction.next_observations
         return observations, actions, rewards, dones, next_obs
@@ -657,8 +673,9 @@ class S2VG(OffPolicyAlgorithm):
     def _critic_targets(self, data: ReplayBufferSamples) -> CriticRegression:
         """
         The regression data of eq. 7, without gradient: the inputs (ŝ_t, â_t) of the H steps and their targets
-        Σ_{k=t}^{H−1} γ^{k−t} r̂_k + γ^{H−t} V_ψ̄(ŝ_H) (with termination masks), weighted by the probability that no
-        earlier step terminated. H = 1 is the TD target r + γ(1 − d) V_ψ̄(s') on real transitions.
+        Σ_{k=t}^{H−1} γ^{k−t} r̂_k + γ^{H−t} V_ψ̄(ŝ_H) (with termination masks; with ``soft_value_expansion`` the
+        imagined r̂_k less α log π(â_k|ŝ_k)), weighted by the probability that no earlier step terminated. H = 1 is
+        the TD target r + γ(1 − d) V_ψ̄(s') on real transitions.
 
         :param data: Real transitions (batch,)
         :return: The H steps stacked (n = H * batch rows): observations (n, ...), actions (n, action_dim), targets

@@ -75,6 +75,36 @@ def test_h3_critic_target_equals_hand_computed_expansion():
     th.testing.assert_close(model._critic_loss(data), expected_loss, atol=1e-3, rtol=1e-4)
 
 
+def test_soft_value_expansion_subtracts_alpha_log_pi_at_the_imagined_steps_only(tmp_path):
+    model = make_model(horizon=3, gamma=0.9, ent_coef=0.3, soft_value_expansion=True)
+    _make_world_model_constant(model, reward=-2.0, value=10.0)
+    data = model.replay_buffer.sample(16)
+    th.manual_seed(7)
+    observations, actions, rewards, dones, final_obs = model._imagined_rollout(data)
+
+    def log_pi(step: int) -> th.Tensor:  # log π(â_k|ŝ_k) of the rollout's own actions, by SB3's distribution
+        with th.no_grad():
+            mean_actions, log_std, _ = model.actor.get_action_dist_params(observations[step])
+            distribution = model.actor.action_dist.proba_distribution(mean_actions, log_std)
+            return distribution.log_prob(actions[step]).reshape(-1, 1)
+
+    log_pi_1, log_pi_2 = log_pi(1), log_pi(2)
+    th.testing.assert_close(rewards[0], data.rewards)  # the real step stays as stored
+    th.testing.assert_close(rewards[1], -2.0 - 0.3 * log_pi_1, atol=1e-3, rtol=0)
+    th.testing.assert_close(rewards[2], -2.0 - 0.3 * log_pi_2, atol=2e-3, rtol=0)
+    targets = value_expansion_targets(th.stack(rewards), th.stack(dones), model.value_target(final_obs), model.gamma)
+    expected_g0 = data.rewards + 0.9 * (-2.0 - 0.3 * log_pi_1) + 0.81 * (-2.0 - 0.3 * log_pi_2) + 0.729 * 10.0
+    th.testing.assert_close(targets[0], expected_g0, atol=2e-3, rtol=0)
+    # The paper's eq. 7 (the default) on the same rollout: the same targets less the entropy terms
+    model.soft_value_expansion = False
+    th.manual_seed(7)
+    _, _, paper_rewards, _, _ = model._imagined_rollout(data)
+    th.testing.assert_close(paper_rewards[1], th.full_like(data.rewards, -2.0), atol=1e-3, rtol=0)
+    model.soft_value_expansion = True
+    model.save(tmp_path / "model")
+    assert S2VG.load(tmp_path / "model").soft_value_expansion is True
+
+
 def test_h1_critic_loss_is_the_td_error_on_real_data():
     model = make_model(horizon=1)
     data = model.replay_buffer.sample(32)
