@@ -193,10 +193,11 @@ class S2VG(OffPolicyAlgorithm):
         (``policy_kwargs=dict(n_critics=N)``), as the paper's twin Q
     :param horizon: H of the value expansion (eq. 7); ``1`` trains Q on real transitions only, ``H > 1`` rolls
         the world model H - 1 steps forward from the real next state
-    :param soft_value_expansion: With ``horizon > 1``: the imagined steps of eq. 7's rollout contribute their soft
-        rewards r̂_k - α log π(â_k|ŝ_k) instead of r̂_k (the soft Bellman equation over H steps, as DHMBPO's
-        model-based value expansion, 4kubo/erl_lib ``SVGAgent.eval_rollout``; an option beyond the paper, whose
-        eq. 7 sums r̂_k only while V_ψ̄(ŝ_H) and eq. 8's targets are soft values); ``False`` is the paper
+    :param soft_value_expansion: With ``horizon > 1``: each target of eq. 7 also adds the entropy terms
+        -γ^{k-t} α log π(â_k|ŝ_k) of the imagined actions after the one it is for, the soft Bellman equation over H
+        steps (an option beyond the paper, whose eq. 7 sums r̂_k only while V_ψ̄(ŝ_H) and eq. 8's targets are soft
+        values; DHMBPO's model-based value expansion, 4kubo/erl_lib ``SVGAgent.eval_rollout``, subtracts α log π
+        along its rollouts); ``False`` is the paper
     :param action_noise: The action noise type (None by default)
     :param replay_buffer_class: Replay buffer class to use; if ``None``, it will be automatically selected
     :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation
@@ -642,22 +643,21 @@ class S2VG(OffPolicyAlgorithm):
 
     def _imagined_rollout(
         self, data: ReplayBufferSamples
-    ) -> tuple[list[PyTorchObs], list[th.Tensor], list[th.Tensor], list[th.Tensor], PyTorchObs]:
+    ) -> tuple[list[PyTorchObs], list[th.Tensor], list[th.Tensor], list[th.Tensor], list[th.Tensor], PyTorchObs]:
         """
         The rollout of eq. 7: the real tuple (ŝ₀, â₀, r̂₀, ŝ₁) from the replay buffer, then H − 1 imagined steps
-        with â_k ~ π(ŝ_k), r̂_k and ŝ_{k+1} sampled from the world model. No gradient flows. With
-        ``soft_value_expansion`` the imagined steps' rewards are the soft rewards r̂_k − α log π(â_k|ŝ_k) (α of this
-        update); the real step's r₀ stays as stored, as in the H = 1 target.
+        with â_k ~ π(ŝ_k), r̂_k and ŝ_{k+1} sampled from the world model. No gradient flows.
 
         :param data: Real transitions (batch,)
-        :return: Lists of length H of observations, actions (batch, action_dim), rewards (batch, 1) and dones
-            (batch, 1), and the final observation ŝ_H
+        :return: Lists of length H of observations, actions (batch, action_dim), rewards (batch, 1), dones
+            (batch, 1) and log-probabilities log π(â_k|ŝ_k) (batch, 1; zeros for the stored â₀), and the final
+            observation ŝ_H
         """
         observations: list[PyTorchObs] = [data.observations]
         actions = [data.actions]
         rewards, dones = [data.rewards], [data.dones]
+        log_probs = [th.zeros_like(data.rewards)]
         next_obs = data.next_observations
-        ent_coef = self._current_ent_coef() if self.soft_value_expansion else None
         with th.no_grad():
             for _ in range(1, self.horizon):
                 obs = next_obs
@@ -665,17 +665,19 @@ class S2VG(OffPolicyAlgorithm):
                 prediction = self.world_model(obs, action)
                 observations.append(obs)
                 actions.append(action)
-                rewards.append(prediction.rewards if ent_coef is None else prediction.rewards - ent_coef * log_prob)
+                rewards.append(prediction.rewards)
                 dones.append(prediction.dones if prediction.dones is not None else th.zeros_like(prediction.rewards))
+                log_probs.append(log_prob)
                 next_obs = prediction.next_observations
-        return observations, actions, rewards, dones, next_obs
+        return observations, actions, rewards, dones, log_probs, next_obs
 
     def _critic_targets(self, data: ReplayBufferSamples) -> CriticRegression:
         """
         The regression data of eq. 7, without gradient: the inputs (ŝ_t, â_t) of the H steps and their targets
-        Σ_{k=t}^{H−1} γ^{k−t} r̂_k + γ^{H−t} V_ψ̄(ŝ_H) (with termination masks; with ``soft_value_expansion`` the
-        imagined r̂_k less α log π(â_k|ŝ_k)), weighted by the probability that no earlier step terminated. H = 1 is
-        the TD target r + γ(1 − d) V_ψ̄(s') on real transitions.
+        Σ_{k=t}^{H−1} γ^{k−t} r̂_k + γ^{H−t} V_ψ̄(ŝ_H) (with termination masks), weighted by the probability that no
+        earlier step terminated. H = 1 is the TD target r + γ(1 − d) V_ψ̄(s') on real transitions. With
+        ``soft_value_expansion`` each target also adds the entropy terms −γ^{k−t} α log π(â_k|ŝ_k) of the later
+        steps k > t (the soft Bellman equation over H steps; ``value_expansion_targets``), α of this update.
 
         :param data: Real transitions (batch,)
         :return: The H steps stacked (n = H * batch rows): observations (n, ...), actions (n, action_dim), targets
@@ -685,9 +687,12 @@ class S2VG(OffPolicyAlgorithm):
             with th.no_grad():
                 targets = data.rewards + self.gamma * (1.0 - data.dones) * self._target_values(data.next_observations)
             return CriticRegression(data.observations, data.actions, targets, None)
-        observations, actions, rewards, dones, final_obs = self._imagined_rollout(data)
+        observations, actions, rewards, dones, log_probs, final_obs = self._imagined_rollout(data)
         with th.no_grad():
-            targets = value_expansion_targets(th.stack(rewards), th.stack(dones), self._target_values(final_obs), self.gamma)
+            entropy_bonuses = -self._current_ent_coef() * th.stack(log_probs) if self.soft_value_expansion else None
+            targets = value_expansion_targets(
+                th.stack(rewards), th.stack(dones), self._target_values(final_obs), self.gamma, entropy_bonuses
+            )
             weights = alive_weights(th.stack(dones)).flatten(0, 1)
         return CriticRegression(cat_observations(observations), th.cat(actions), targets.flatten(0, 1), weights)
 
@@ -1291,21 +1296,32 @@ def evaluation_mode(module: th.nn.Module) -> Iterator[None]:
         module.train(mode)
 
 
-def value_expansion_targets(rewards: th.Tensor, dones: th.Tensor, bootstrap_values: th.Tensor, gamma: float) -> th.Tensor:
+def value_expansion_targets(
+    rewards: th.Tensor,
+    dones: th.Tensor,
+    bootstrap_values: th.Tensor,
+    gamma: float,
+    entropy_bonuses: th.Tensor | None = None,
+) -> th.Tensor:
     """
     Targets of eq. 7 for every step of a rollout: G_t = r_t + γ (1 − d_t) G_{t+1} with G_H = V(ŝ_H), that is
-    Σ_{k=t}^{H−1} γ^{k−t} r_k + γ^{H−t} V(ŝ_H) when nothing terminates.
+    Σ_{k=t}^{H−1} γ^{k−t} r_k + γ^{H−t} V(ŝ_H) when nothing terminates. With ``entropy_bonuses`` b_k = −α log π(â_k|ŝ_k)
+    (``soft_value_expansion``): G_t = r_t + γ (1 − d_t) (b_{t+1} + G_{t+1}) with b_H = 0, the soft Bellman equation
+    over H steps, in which the entropy of â_t itself belongs to V(ŝ_t), not to the target of Q(ŝ_t, â_t), and V(ŝ_H)
+    is already a soft value.
 
     :param rewards: Shape (H, batch, 1)
     :param dones: Termination indicators or probabilities, shape (H, batch, 1)
     :param bootstrap_values: V(ŝ_H), shape (batch, 1)
     :param gamma: Discount factor
+    :param entropy_bonuses: −α log π(â_k|ŝ_k), shape (H, batch, 1) (the entry k = 0 is not used), or None
     :return: Targets of shape (H, batch, 1)
     """
     targets = []
     target = bootstrap_values
     for t in reversed(range(rewards.shape[0])):
-        target = rewards[t] + gamma * (1.0 - dones[t]) * target
+        continuation = target if entropy_bonuses is None or t + 1 == rewards.shape[0] else target + entropy_bonuses[t + 1]
+        target = rewards[t] + gamma * (1.0 - dones[t]) * continuation
         targets.append(target)
     return th.stack(targets[::-1])
 

@@ -55,7 +55,7 @@ def test_h3_critic_target_equals_hand_computed_expansion():
     _make_world_model_constant(model, reward=-2.0, value=10.0)
     data = model.replay_buffer.sample(16)
     th.manual_seed(7)
-    observations, actions, rewards, dones, final_obs = model._imagined_rollout(data)
+    observations, actions, rewards, dones, _, final_obs = model._imagined_rollout(data)
     assert len(observations) == 3
     # Imagined states stay at the real next state (s' = s)
     th.testing.assert_close(observations[2], data.next_observations, atol=1e-3, rtol=0)
@@ -75,34 +75,51 @@ def test_h3_critic_target_equals_hand_computed_expansion():
     th.testing.assert_close(model._critic_loss(data), expected_loss, atol=1e-3, rtol=1e-4)
 
 
-def test_soft_value_expansion_subtracts_alpha_log_pi_at_the_imagined_steps_only(tmp_path):
+def test_soft_value_expansion_adds_the_entropy_of_the_later_imagined_actions_to_each_target(tmp_path):
     model = make_model(horizon=3, gamma=0.9, ent_coef=0.3, soft_value_expansion=True)
     _make_world_model_constant(model, reward=-2.0, value=10.0)
     data = model.replay_buffer.sample(16)
     th.manual_seed(7)
-    observations, actions, rewards, dones, final_obs = model._imagined_rollout(data)
-
-    def log_pi(step: int) -> th.Tensor:  # log π(â_k|ŝ_k) of the rollout's own actions, by SB3's distribution
+    observations, actions, rewards, _, log_probs, _ = model._imagined_rollout(data)
+    th.testing.assert_close(log_probs[0], th.zeros_like(data.rewards))  # the stored â₀ has none
+    for step in (1, 2):  # log π(â_k|ŝ_k) of the rollout's own actions, against SB3's distribution
         with th.no_grad():
             mean_actions, log_std, _ = model.actor.get_action_dist_params(observations[step])
             distribution = model.actor.action_dist.proba_distribution(mean_actions, log_std)
-            return distribution.log_prob(actions[step]).reshape(-1, 1)
-
-    log_pi_1, log_pi_2 = log_pi(1), log_pi(2)
-    th.testing.assert_close(rewards[0], data.rewards)  # the real step stays as stored
-    th.testing.assert_close(rewards[1], -2.0 - 0.3 * log_pi_1, atol=1e-3, rtol=0)
-    th.testing.assert_close(rewards[2], -2.0 - 0.3 * log_pi_2, atol=2e-3, rtol=0)
-    targets = value_expansion_targets(th.stack(rewards), th.stack(dones), model.value_target(final_obs), model.gamma)
+            expected = distribution.log_prob(actions[step]).reshape(-1, 1)
+        th.testing.assert_close(log_probs[step], expected, atol=2e-3, rtol=0)
+        th.testing.assert_close(rewards[step], th.full_like(data.rewards, -2.0), atol=1e-3, rtol=0)
+    log_pi_1, log_pi_2 = log_probs[1], log_probs[2]
+    th.manual_seed(7)  # the same rollout
+    targets = model._critic_targets(data).targets.reshape(3, -1, 1)
+    # Soft Bellman over 3 steps: a target for Q(ŝ_t, â_t) takes the entropy of the actions after â_t only
+    expected_g2 = th.full_like(data.rewards, -2.0 + 0.9 * 10.0)
+    expected_g1 = -2.0 + 0.9 * (-2.0 - 0.3 * log_pi_2) + 0.81 * 10.0
     expected_g0 = data.rewards + 0.9 * (-2.0 - 0.3 * log_pi_1) + 0.81 * (-2.0 - 0.3 * log_pi_2) + 0.729 * 10.0
-    th.testing.assert_close(targets[0], expected_g0, atol=2e-3, rtol=0)
-    # The paper's eq. 7 (the default) on the same rollout: the same targets less the entropy terms
+    for target, expected in zip(targets, (expected_g0, expected_g1, expected_g2)):
+        th.testing.assert_close(target, expected, atol=2e-3, rtol=0)
+    # The paper's eq. 7 (the default) on the same rollout: no entropy terms
     model.soft_value_expansion = False
     th.manual_seed(7)
-    _, _, paper_rewards, _, _ = model._imagined_rollout(data)
-    th.testing.assert_close(paper_rewards[1], th.full_like(data.rewards, -2.0), atol=1e-3, rtol=0)
+    paper_targets = model._critic_targets(data).targets.reshape(3, -1, 1)
+    th.testing.assert_close(paper_targets[0], data.rewards + 0.9 * -2.0 + 0.81 * -2.0 + 0.729 * 10.0, atol=2e-3, rtol=0)
+    th.testing.assert_close(paper_targets[1], th.full_like(data.rewards, -2.0 + 0.9 * -2.0 + 0.81 * 10.0), atol=2e-3, rtol=0)
     model.soft_value_expansion = True
     model.save(tmp_path / "model")
     assert S2VG.load(tmp_path / "model").soft_value_expansion is True
+
+
+def test_value_expansion_targets_with_entropy_bonuses_by_hand():
+    rewards = th.tensor([1.0, 2.0, 3.0]).reshape(3, 1, 1)
+    bonuses = th.tensor([100.0, 0.5, 0.25]).reshape(3, 1, 1)  # the first is never used
+    dones = th.tensor([0.0, 0.0, 0.0]).reshape(3, 1, 1)
+    targets = value_expansion_targets(rewards, dones, th.tensor([[8.0]]), 0.5, bonuses)
+    # G_2 = 3 + .5*8 = 7; G_1 = 2 + .5*(0.25 + 7) = 5.625; G_0 = 1 + .5*(0.5 + 5.625) = 4.0625
+    np.testing.assert_allclose(targets.flatten().numpy(), [4.0625, 5.625, 7.0])
+    # A termination at step 1 ends the sum there: nothing of step 2, its entropy included, reaches G_1 or G_0
+    dones[1] = 1.0
+    targets = value_expansion_targets(rewards, dones, th.tensor([[8.0]]), 0.5, bonuses)
+    np.testing.assert_allclose(targets.flatten().numpy(), [2.25, 2.0, 7.0])
 
 
 def test_h1_critic_loss_is_the_td_error_on_real_data():

@@ -212,7 +212,7 @@ def test_value_scaling_scales_q_v_and_the_target_v_by_one_range_and_bounds_the_t
         if horizon == 1:
             final_obs, rewards, dones = data.next_observations, data.rewards[None], data.dones[None]
         else:
-            _, _, reward_list, done_list, final_obs = model._imagined_rollout(data)
+            _, _, reward_list, done_list, _, final_obs = model._imagined_rollout(data)
             rewards, dones = th.stack(reward_list), th.stack(done_list)
         final_values = model.value_target(final_obs)
     c = final_values.median()  # values on both sides of it: the clip changes them
