@@ -271,7 +271,9 @@ def summarize(
         for step in report_steps:
             values = [run["return_mean"][run["step"] == step][0] for run in seed_runs if np.any(run["step"] == step)]
             entry[f"return@{step}"] = values
-            cells.append(f"{np.mean(values):.0f} ± {np.std(values):.0f}" if len(values) == len(seed_runs) else "–")
+            # a seed still running is left out of the cell, and the cell says how many seeds it holds
+            text = f"{np.mean(values):.0f} ± {np.std(values):.0f}" if values else "–"
+            cells.append(text + (f" ({len(values)}/{len(seed_runs)} seeds)" if 0 < len(values) < len(seed_runs) else ""))
         if threshold is not None:
             steps_to = [first_crossing(run, threshold, "step") for run in seed_runs]
             seconds_to = [first_crossing(run, threshold, "train_seconds") for run in seed_runs]

@@ -101,6 +101,20 @@ def write_curve(path: Path, steps, seconds: float, returns: float) -> None:
     path.write_text("step,train_seconds,return_mean,return_std,cpu_seconds\n" + rows)
 
 
+def test_summary_cells_name_the_seeds_behind_a_partial_mean(tmp_path):
+    """A seed still under way leaves the step's cell to the seeds that got there, and the cell says how many."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from compare import summarize
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    write_curve(tmp_path / "crossq_seed0.csv", [50, 100], 1.0, 10.0)  # 1,000 at 100
+    write_curve(tmp_path / "crossq_seed1.csv", [50, 100], 1.0, 30.0)  # 3,000 at 100
+    write_curve(tmp_path / "crossq_seed2.csv", [50], 1.0, 20.0)  # under way: 1,000 at 50
+    table = summarize("Hopper-v5", tmp_path, None, [50, 100, 200])
+    assert "| CrossQ | 3 | 1000 ± 408 | 2000 ± 1000 (2/3 seeds) | – |" in table
+
+
 def test_frontier_table_counts_the_seeds_behind_each_mean(tmp_path):
     """Runs still under way count where they have data: the 100k mean is over the seeds that got there."""
     env_dir = tmp_path / "Hopper-v5"
