@@ -198,6 +198,12 @@ class S2VG(OffPolicyAlgorithm):
         steps (an option beyond the paper, whose eq. 7 sums r̂_k only while V_ψ̄(ŝ_H) and eq. 8's targets are soft
         values; DHMBPO's model-based value expansion, 4kubo/erl_lib ``SVGAgent.eval_rollout``, subtracts α log π
         along its rollouts); ``False`` is the paper
+    :param on_policy_value_expansion: Train Q on the policy's actions in the model instead of the buffer's: Q(s, â₀)
+        with â₀ ~ π(s) on the batch's states s, regressed toward the return of an H-step model rollout from (s, â₀)
+        bootstrapped with V_ψ̄ (with ``soft_value_expansion``, the later actions' entropy terms too); only that first
+        step is regressed, and the buffer's actions and rewards do not enter Q's loss (an option beyond the paper;
+        DHMBPO's critic, 4kubo/erl_lib ``SVGAgent.mb_policy_evaluation`` with ``mve_horizon=1``). Works with any
+        ``horizon``; ``False`` is the paper
     :param action_noise: The action noise type (None by default)
     :param replay_buffer_class: Replay buffer class to use; if ``None``, it will be automatically selected
     :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation
@@ -288,6 +294,7 @@ class S2VG(OffPolicyAlgorithm):
         policy_horizon: int = 1,
         min_q_subset: int | None = None,
         soft_value_expansion: bool = False,
+        on_policy_value_expansion: bool = False,
         action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -364,6 +371,8 @@ class S2VG(OffPolicyAlgorithm):
                 "soft_value_expansion=True needs horizon > 1: with horizon=1 eq. 7 has no imagined step to add "
                 "-α log π to (its target bootstraps the soft V already)"
             )
+        if not isinstance(on_policy_value_expansion, bool):
+            raise ValueError(f"on_policy_value_expansion must be True or False, got {on_policy_value_expansion!r}")
         if target_entropy != "auto" and not _is_finite_number(target_entropy):
             raise ValueError(f"target_entropy must be 'auto' or a float (e.g. -action_dim), got {target_entropy!r}")
 
@@ -414,6 +423,7 @@ class S2VG(OffPolicyAlgorithm):
         self.policy_horizon = policy_horizon
         self.min_q_subset = min_q_subset
         self.soft_value_expansion = soft_value_expansion
+        self.on_policy_value_expansion = on_policy_value_expansion
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.target_update_interval = target_update_interval
@@ -646,20 +656,30 @@ class S2VG(OffPolicyAlgorithm):
     ) -> tuple[list[PyTorchObs], list[th.Tensor], list[th.Tensor], list[th.Tensor], list[th.Tensor], PyTorchObs]:
         """
         The rollout of eq. 7: the real tuple (ŝ₀, â₀, r̂₀, ŝ₁) from the replay buffer, then H − 1 imagined steps
-        with â_k ~ π(ŝ_k), r̂_k and ŝ_{k+1} sampled from the world model. No gradient flows.
+        with â_k ~ π(ŝ_k), r̂_k and ŝ_{k+1} sampled from the world model. With ``on_policy_value_expansion`` all H
+        steps are imagined, from the batch's states: â₀ ~ π(ŝ₀) and r̂₀, ŝ₁ from the world model. No gradient flows.
 
         :param data: Real transitions (batch,)
         :return: Lists of length H of observations, actions (batch, action_dim), rewards (batch, 1), dones
-            (batch, 1) and log-probabilities log π(â_k|ŝ_k) (batch, 1; zeros for the stored â₀), and the final
+            (batch, 1) and log-probabilities log π(â_k|ŝ_k) (batch, 1; zeros for a stored â₀), and the final
             observation ŝ_H
         """
-        observations: list[PyTorchObs] = [data.observations]
-        actions = [data.actions]
-        rewards, dones = [data.rewards], [data.dones]
-        log_probs = [th.zeros_like(data.rewards)]
-        next_obs = data.next_observations
+        observations: list[PyTorchObs] = []
+        actions: list[th.Tensor] = []
+        rewards: list[th.Tensor] = []
+        dones: list[th.Tensor] = []
+        log_probs: list[th.Tensor] = []
+        if self.on_policy_value_expansion:
+            next_obs, first_imagined = data.observations, 0
+        else:
+            observations.append(data.observations)
+            actions.append(data.actions)
+            rewards.append(data.rewards)
+            dones.append(data.dones)
+            log_probs.append(th.zeros_like(data.rewards))
+            next_obs, first_imagined = data.next_observations, 1
         with th.no_grad():
-            for _ in range(1, self.horizon):
+            for _ in range(first_imagined, self.horizon):
                 obs = next_obs
                 action, log_prob = self._sample_actions(obs)
                 prediction = self.world_model(obs, action)
@@ -678,12 +698,15 @@ class S2VG(OffPolicyAlgorithm):
         earlier step terminated. H = 1 is the TD target r + γ(1 − d) V_ψ̄(s') on real transitions. With
         ``soft_value_expansion`` each target also adds the entropy terms −γ^{k−t} α log π(â_k|ŝ_k) of the later
         steps k > t (the soft Bellman equation over H steps; ``value_expansion_targets``), α of this update.
+        With ``on_policy_value_expansion``: one row per state, (ŝ₀, â₀ ~ π(ŝ₀)) and the target of that first step of
+        an all-imagined rollout (DHMBPO's critic), without weights.
 
         :param data: Real transitions (batch,)
-        :return: The H steps stacked (n = H * batch rows): observations (n, ...), actions (n, action_dim), targets
-            (n, 1) and weights (n, 1), or None for H = 1 (all ones)
+        :return: The H steps stacked (n = H * batch rows; n = batch with ``on_policy_value_expansion``): observations
+            (n, ...), actions (n, action_dim), targets (n, 1) and weights (n, 1), or None for H = 1 and
+            ``on_policy_value_expansion`` (all ones)
         """
-        if self.horizon == 1:
+        if self.horizon == 1 and not self.on_policy_value_expansion:
             with th.no_grad():
                 targets = data.rewards + self.gamma * (1.0 - data.dones) * self._target_values(data.next_observations)
             return CriticRegression(data.observations, data.actions, targets, None)
@@ -693,6 +716,8 @@ class S2VG(OffPolicyAlgorithm):
             targets = value_expansion_targets(
                 th.stack(rewards), th.stack(dones), self._target_values(final_obs), self.gamma, entropy_bonuses
             )
+            if self.on_policy_value_expansion:  # DHMBPO's critic: the first step only, (ŝ₀, â₀ ~ π(ŝ₀))
+                return CriticRegression(data.observations, actions[0], targets[0], None)
             weights = alive_weights(th.stack(dones)).flatten(0, 1)
         return CriticRegression(cat_observations(observations), th.cat(actions), targets.flatten(0, 1), weights)
 
@@ -711,7 +736,8 @@ class S2VG(OffPolicyAlgorithm):
         """
         Eq. 7 (value expansion): J(φ) = 1/H Σ_t (Q_φ(ŝ_t, â_t) − (Σ_{k=t}^{H−1} γ^{k−t} r̂_k + γ^{H−t} V_ψ̄(ŝ_H)))²
         for each Q network, with the target V and termination masks; H = 1 is the TD target
-        r + γ(1 − d) V_ψ̄(s') on real transitions. Steps after a termination carry no weight.
+        r + γ(1 − d) V_ψ̄(s') on real transitions. Steps after a termination carry no weight. With
+        ``on_policy_value_expansion``, Q(ŝ₀, â₀ ~ π(ŝ₀)) toward the first target of an all-imagined rollout (DHMBPO).
 
         :param data: Real transitions (batch,)
         :return: Scalar loss, ½ Σ_i over the Q networks (as SB3's SAC)

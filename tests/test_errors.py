@@ -27,6 +27,7 @@ class _SpaceEnv(gym.Env):
         (dict(policy_horizon=0), "policy_horizon"),
         (dict(soft_value_expansion=True), "soft_value_expansion"),
         (dict(horizon=3, soft_value_expansion=1), "soft_value_expansion"),
+        (dict(on_policy_value_expansion="yes"), "on_policy_value_expansion"),
         (dict(min_q_subset=0), "min_q_subset"),
         (dict(n_models=0), "n_models"),
         (dict(n_models=3, n_elites=4), "n_elites"),

@@ -109,6 +109,50 @@ def test_soft_value_expansion_adds_the_entropy_of_the_later_imagined_actions_to_
     assert S2VG.load(tmp_path / "model").soft_value_expansion is True
 
 
+def test_on_policy_value_expansion_regresses_q_of_the_policys_action_toward_an_imagined_rollout(tmp_path):
+    """DHMBPO's critic: Q(s, â₀ ~ π(s)) toward the soft return of an all-imagined rollout; the buffer's a, r unused."""
+    model = make_model(horizon=3, gamma=0.9, ent_coef=0.3, soft_value_expansion=True, on_policy_value_expansion=True)
+    _make_world_model_constant(model, reward=-2.0, value=10.0)
+    data = model.replay_buffer.sample(16)
+    th.manual_seed(7)
+    observations, actions, rewards, _, log_probs, final_obs = model._imagined_rollout(data)
+    assert len(observations) == len(actions) == len(rewards) == 3
+    th.testing.assert_close(observations[0], data.observations)  # starts at the batch's states, not s'
+    th.testing.assert_close(final_obs, data.observations, atol=1e-3, rtol=0)  # s' = s three times
+    assert not th.allclose(actions[0], data.actions)  # â₀ is the policy's
+    for step in range(3):  # every reward is the model's (-2), the first included; log π of the rollout's own actions
+        th.testing.assert_close(rewards[step], th.full_like(data.rewards, -2.0), atol=1e-3, rtol=0)
+        with th.no_grad():
+            mean_actions, log_std, _ = model.actor.get_action_dist_params(observations[step])
+            distribution = model.actor.action_dist.proba_distribution(mean_actions, log_std)
+            expected = distribution.log_prob(actions[step]).reshape(-1, 1)
+        th.testing.assert_close(log_probs[step], expected, atol=2e-3, rtol=0)
+    th.manual_seed(7)  # the same rollout
+    regression = model._critic_targets(data)
+    assert regression.weights is None and regression.targets.shape == (16, 1)  # one row per state: the first step
+    th.testing.assert_close(regression.observations, data.observations)
+    th.testing.assert_close(regression.actions, actions[0])
+    expected_g0 = -2.0 + 0.9 * (-2.0 - 0.3 * log_probs[1]) + 0.81 * (-2.0 - 0.3 * log_probs[2]) + 0.729 * 10.0
+    th.testing.assert_close(regression.targets, expected_g0, atol=2e-3, rtol=0)
+    q_values = model.critic(data.observations, actions[0])
+    th.manual_seed(7)
+    expected_loss = 0.5 * sum(((q - expected_g0) ** 2).mean() for q in q_values)
+    th.testing.assert_close(model._critic_loss(data), expected_loss, atol=1e-3, rtol=1e-4)
+    # Without the entropy terms, and with H = 1: Q(s, â₀) toward r̂(s, â₀) + γ V(f(s, â₀))
+    model.soft_value_expansion = False
+    th.manual_seed(7)
+    th.testing.assert_close(
+        model._critic_targets(data).targets, th.full_like(data.rewards, -2.0 - 1.8 - 1.62 + 7.29), atol=2e-3, rtol=0
+    )
+    model.horizon = 1
+    th.manual_seed(7)
+    regression = model._critic_targets(data)
+    th.testing.assert_close(regression.targets, th.full_like(data.rewards, -2.0 + 9.0), atol=2e-3, rtol=0)
+    assert not th.allclose(regression.actions, data.actions)
+    model.save(tmp_path / "model")
+    assert S2VG.load(tmp_path / "model").on_policy_value_expansion is True
+
+
 def test_value_expansion_targets_with_entropy_bonuses_by_hand():
     rewards = th.tensor([1.0, 2.0, 3.0]).reshape(3, 1, 1)
     bonuses = th.tensor([100.0, 0.5, 0.25]).reshape(3, 1, 1)  # the first is never used

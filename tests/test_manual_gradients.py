@@ -80,6 +80,8 @@ def _gradients(model: S2VG, data, seed: int) -> tuple[list[th.Tensor], list[th.T
         ("goal", {"horizon": 2, "learn_termination": True}),
         ("Hopper-v5", {"horizon": 3, "learn_termination": True}),
         ("Hopper-v5", {"horizon": 3, "termination_fn": "sb3_s2vg.termination.hopper_termination"}),
+        ("Hopper-v5", {"horizon": 3, "learn_termination": True, "on_policy_value_expansion": True, "soft_value_expansion": True}),
+        ("Pendulum-v1", {"on_policy_value_expansion": True}),
         (
             "Pendulum-v1",
             {"policy_kwargs": dict(net_arch=dict(pi=[16], qf=[24, 8, 8], vf=[8, 16], dynamics=[8], reward=[16, 8]), n_critics=3)},
