@@ -202,8 +202,9 @@ class S2VG(OffPolicyAlgorithm):
         with â₀ ~ π(s) on the batch's states s, regressed toward the return of an H-step model rollout from (s, â₀)
         bootstrapped with V_ψ̄ (with ``soft_value_expansion``, the later actions' entropy terms too); only that first
         step is regressed, and the buffer's actions and rewards do not enter Q's loss (an option beyond the paper;
-        DHMBPO's critic, 4kubo/erl_lib ``SVGAgent.mb_policy_evaluation`` with ``mve_horizon=1``). Works with any
-        ``horizon``; ``False`` is the paper
+        DHMBPO's critic, 4kubo/erl_lib ``SVGAgent.mb_policy_evaluation`` with ``mve_horizon=1``; with the policy's
+        ``value_scaling`` the running range is still taken from the batch's rewards, DHMBPO's from the rollout's).
+        Works with any ``horizon``; ``False`` is the paper
     :param action_noise: The action noise type (None by default)
     :param replay_buffer_class: Replay buffer class to use; if ``None``, it will be automatically selected
     :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation
