@@ -239,6 +239,11 @@ def first_crossing(data: np.ndarray, threshold: float, column: str) -> float:
     return float(data[column][above[0]]) if len(above) else float("nan")
 
 
+def seeds_note(counted: int, seeds: int) -> str:
+    """The suffix " (k/n seeds)" of a summary cell that holds some but not all of a run's seeds; empty otherwise."""
+    return f" ({counted}/{seeds} seeds)" if 0 < counted < seeds else ""
+
+
 def summarize(
     env_id: str,
     env_dir: Path,
@@ -273,7 +278,7 @@ def summarize(
             entry[f"return@{step}"] = values
             # a seed still running is left out of the cell, and the cell says how many seeds it holds
             text = f"{np.mean(values):.0f} ± {np.std(values):.0f}" if values else "–"
-            cells.append(text + (f" ({len(values)}/{len(seed_runs)} seeds)" if 0 < len(values) < len(seed_runs) else ""))
+            cells.append(text + seeds_note(len(values), len(seed_runs)))
         if threshold is not None:
             steps_to = [first_crossing(run, threshold, "step") for run in seed_runs]
             seconds_to = [first_crossing(run, threshold, "train_seconds") for run in seed_runs]
@@ -281,7 +286,7 @@ def summarize(
             for values in (steps_to, seconds_to):
                 reached = [v for v in values if np.isfinite(v)]
                 text = f"{np.mean(reached):.0f} ± {np.std(reached):.0f}" if reached else "not reached"
-                cells.append(text + (f" ({len(reached)}/{len(values)} seeds)" if 0 < len(reached) < len(values) else ""))
+                cells.append(text + seeds_note(len(reached), len(values)))
         speed = [run["step"][-1] / run["train_seconds"][-1] for run in seed_runs]
         entry["env_steps_per_second"] = speed
         cells.append(f"{np.mean(speed):.1f}")

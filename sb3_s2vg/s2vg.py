@@ -109,6 +109,11 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def _is_finite_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (float, int, np.floating, np.integer)) and bool(np.isfinite(value))
 
@@ -365,15 +370,13 @@ class S2VG(OffPolicyAlgorithm):
         if termination_fn is not None and not callable(termination_fn):
             raise ValueError(f"termination_fn must be callable (obs, action, next_obs) -> done, got {termination_fn!r}")
         _check_ent_coef(ent_coef)
-        if not isinstance(soft_value_expansion, bool):
-            raise ValueError(f"soft_value_expansion must be True or False, got {soft_value_expansion!r}")
+        _check_bool("soft_value_expansion", soft_value_expansion)
         if soft_value_expansion and horizon == 1:
             raise ValueError(
                 "soft_value_expansion=True needs horizon > 1: with horizon=1 eq. 7 has no imagined step to add "
                 "-α log π to (its target bootstraps the soft V already)"
             )
-        if not isinstance(on_policy_value_expansion, bool):
-            raise ValueError(f"on_policy_value_expansion must be True or False, got {on_policy_value_expansion!r}")
+        _check_bool("on_policy_value_expansion", on_policy_value_expansion)
         if target_entropy != "auto" and not _is_finite_number(target_entropy):
             raise ValueError(f"target_entropy must be 'auto' or a float (e.g. -action_dim), got {target_entropy!r}")
 

@@ -75,6 +75,14 @@ def test_h3_critic_target_equals_hand_computed_expansion():
     th.testing.assert_close(model._critic_loss(data), expected_loss, atol=1e-3, rtol=1e-4)
 
 
+def _policy_log_prob(model: S2VG, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """log π(a|s) by SB3's distribution, shape (batch, 1)."""
+    with th.no_grad():
+        mean_actions, log_std, _ = model.actor.get_action_dist_params(observations)
+        distribution = model.actor.action_dist.proba_distribution(mean_actions, log_std)
+        return distribution.log_prob(actions).reshape(-1, 1)
+
+
 def test_soft_value_expansion_adds_the_entropy_of_the_later_imagined_actions_to_each_target(tmp_path):
     model = make_model(horizon=3, gamma=0.9, ent_coef=0.3, soft_value_expansion=True)
     _make_world_model_constant(model, reward=-2.0, value=10.0)
@@ -83,10 +91,7 @@ def test_soft_value_expansion_adds_the_entropy_of_the_later_imagined_actions_to_
     observations, actions, rewards, _, log_probs, _ = model._imagined_rollout(data)
     th.testing.assert_close(log_probs[0], th.zeros_like(data.rewards))  # the stored â₀ has none
     for step in (1, 2):  # log π(â_k|ŝ_k) of the rollout's own actions, against SB3's distribution
-        with th.no_grad():
-            mean_actions, log_std, _ = model.actor.get_action_dist_params(observations[step])
-            distribution = model.actor.action_dist.proba_distribution(mean_actions, log_std)
-            expected = distribution.log_prob(actions[step]).reshape(-1, 1)
+        expected = _policy_log_prob(model, observations[step], actions[step])
         th.testing.assert_close(log_probs[step], expected, atol=2e-3, rtol=0)
         th.testing.assert_close(rewards[step], th.full_like(data.rewards, -2.0), atol=1e-3, rtol=0)
     log_pi_1, log_pi_2 = log_probs[1], log_probs[2]
@@ -122,10 +127,7 @@ def test_on_policy_value_expansion_regresses_q_of_the_policys_action_toward_an_i
     assert not th.allclose(actions[0], data.actions)  # â₀ is the policy's
     for step in range(3):  # every reward is the model's (-2), the first included; log π of the rollout's own actions
         th.testing.assert_close(rewards[step], th.full_like(data.rewards, -2.0), atol=1e-3, rtol=0)
-        with th.no_grad():
-            mean_actions, log_std, _ = model.actor.get_action_dist_params(observations[step])
-            distribution = model.actor.action_dist.proba_distribution(mean_actions, log_std)
-            expected = distribution.log_prob(actions[step]).reshape(-1, 1)
+        expected = _policy_log_prob(model, observations[step], actions[step])
         th.testing.assert_close(log_probs[step], expected, atol=2e-3, rtol=0)
     th.manual_seed(7)  # the same rollout
     regression = model._critic_targets(data)
